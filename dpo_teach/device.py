@@ -20,15 +20,24 @@ _VALID = ("cpu", "cuda", "mps")
 
 def get_device(prefer: str | torch.device | None = None) -> torch.device:
     """Return the device to compute on: ``prefer`` if given, else ``$DPO_TEACH_DEVICE``, else CUDA → MPS → CPU."""
+    if prefer is not None and not isinstance(prefer, str | torch.device):
+        raise TypeError(f"device must be a str such as 'cpu' or a torch.device, got {type(prefer).__name__}.")
+    # Name where a bad value came from, so the message points at the thing to fix.
+    source = "device" if prefer is not None else "DPO_TEACH_DEVICE"
     choice = prefer if prefer is not None else os.environ.get("DPO_TEACH_DEVICE")
     if choice is not None:
-        device = torch.device(choice)
+        try:
+            device = torch.device(choice)
+        except RuntimeError:
+            raise ValueError(f"{source}={str(choice)!r} is not a device; use one of {_VALID}.") from None
         if device.type not in _VALID:
-            raise ValueError(f"device={str(choice)!r} is not supported; use one of {_VALID}.")
+            raise ValueError(f"{source}={str(choice)!r} is not supported; use one of {_VALID}.")
         if device.type == "cuda" and not torch.cuda.is_available():
-            raise ValueError("device='cuda' was requested but torch.cuda.is_available() is False; use device='cpu'.")
+            raise ValueError(
+                f"{source}={str(choice)!r} was requested but torch.cuda.is_available() is False; use 'cpu'."
+            )
         if device.type == "mps" and not torch.backends.mps.is_available():
-            raise ValueError("device='mps' was requested but MPS is not available; use device='cpu'.")
+            raise ValueError(f"{source}={str(choice)!r} was requested but MPS is not available; use 'cpu'.")
         return device
     if torch.cuda.is_available():
         return torch.device("cuda")

@@ -1,0 +1,66 @@
+# dpo_teach — an executable textbook on DPO.
+#   make lab    install if needed, then JupyterLab on book/   (PORT=8899, LAB_ARGS="--no-browser")
+#   make test   install if needed, then pytest on tests/ and strict nbval on book/ (one run, one summary)
+# Every target that needs the environment depends on the install stamp, so a fresh clone needs nothing else.
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.install-stamp
+SANITIZE := tests/nbval_sanitize.cfg
+NBVAL_FLAGS := --nbval --nbval-current-env --nbval-sanitize-with $(SANITIZE) --nbval-cell-timeout=600
+LINT_PATHS := $(wildcard dpo_teach tests benchmarks tools book)
+
+# Optional variables: PORT and LAB_ARGS (lab), NB (test-chapter, execute), PYTEST_ARGS (test).
+PORT ?=
+LAB_ARGS ?=
+NB ?=
+PYTEST_ARGS ?=
+
+.PHONY: install lab test test-chapter execute lint clean
+
+install: $(STAMP)
+
+# The lock (requirements.txt) first, then the package itself without touching the pins.
+# The stamp is newer than both inputs once this succeeded, so a second `make install` does nothing.
+$(STAMP): requirements.txt pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
+		{ echo "requirements.txt needs Python >= 3.11; run e.g. make install PYTHON=python3.12"; exit 1; }
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -r requirements.txt
+	$(PY) -m pip install -e . --no-deps
+	touch $(STAMP)
+
+# --allow-root only where it is needed (containers run as root); JupyterLab refuses root otherwise.
+lab: $(STAMP)
+	$(VENV)/bin/jupyter lab --ServerApp.root_dir=book $(if $(PORT),--port=$(PORT)) \
+		$(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS)
+
+test: $(STAMP)
+	$(PY) -m pytest tests book $(NBVAL_FLAGS) --durations=10 $(PYTEST_ARGS)
+
+test-chapter: $(STAMP)
+	@test -n "$(NB)" || { echo "usage: make test-chapter NB=book/00_preface.ipynb"; exit 2; }
+	$(PY) -m pytest $(NB) $(NBVAL_FLAGS) $(PYTEST_ARGS)
+
+execute: $(STAMP)
+	$(PY) tools/execute_book.py $(NB)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check $(LINT_PATHS)
+	$(VENV)/bin/ruff format --check $(LINT_PATHS)
+
+# Removes what the tools and the book generate; keeps .venv (remove it with `rm -rf .venv`).
+clean:
+	rm -rf .pytest_cache .ruff_cache build dist *.egg-info runs .cache book/.ipynb_checkpoints
+	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +
+
+# ---------------------------------------------------------------------------------------------------------
+# Further targets (demo, bench, html), each added by the issue that builds it, go below this line.
+# ---------------------------------------------------------------------------------------------------------
+
+# Static HTML book from the stored outputs (nothing re-executed): _build/html/index.html. Math is rendered by a
+# local copy of MathJax, widgets become their stored figures; --strict fails the build on nbconvert warnings.
+.PHONY: html
+html: $(STAMP)
+	$(PY) tools/build_html.py --out _build/html --strict

@@ -1,0 +1,355 @@
+"""Rows → validated → tokenised → collated batches (the first arrows of the data flow).
+
+Three row formats, as TRL reads them (a ``datasets.Dataset`` in these formats loads unchanged):
+
+* preference: ``prompt``, ``chosen``, ``rejected`` (strings) — DPO and its paired variants;
+* KTO (unpaired): ``prompt``, ``completion`` (strings), ``label`` (bool: desirable or not);
+* SFT: ``prompt``, ``completion`` (strings).
+
+The text of a full sequence is ``prompt + completion``. Each completion gets the tokenizer's EOS appended once.
+
+**Why the prompt and the completion are tokenised separately.** A BPE tokenizer merges characters across the
+prompt/completion boundary when it sees them together: with a prompt ending in ``"Answer: "`` and a completion
+``"Yes"``, the joint text ``"Answer: Yes"`` tokenises the space and ``Yes`` into one token ``" Yes"``, so the
+prompt's last token disappears and the first completion token is one the prompt alone never produced. Then the
+tokenised prompt is no longer a prefix of the tokenised prompt+completion ("mismatch between tokenized prompt and
+prompt+completion"), the prompt tokens differ between ``chosen`` and ``rejected``, and the -100 mask lands on
+the wrong token. Here the prompt is tokenised once (with the tokenizer's special tokens, so BOS appears exactly
+when the tokenizer adds one) and each completion alone (without special tokens); the ids are concatenated. The
+prompt ids are then identical for ``chosen`` and ``rejected`` by construction, and the label boundary is exactly
+``len(prompt_ids)``. (Prompts should end on a natural boundary — the book's worlds end prompts with a separator
+and start completions with a space — so the concatenation is also what the model sees at generation time.)
+
+A tokenised example is a dict of lists: ``prompt_ids`` and ``chosen_ids``/``rejected_ids`` (or
+``completion_ids``). The collators turn a list of them into right-padded tensors with ``labels`` equal to the
+input ids on completion tokens and ``-100`` on prompt and padding positions (unshifted: ``labels[b, t]`` is the
+token at position ``t``; :func:`dpo_teach.logprobs.sequence_logps` shifts).
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+FIELDS = {
+    "preference": ("prompt", "chosen", "rejected"),
+    "kto": ("prompt", "completion", "label"),
+    "sft": ("prompt", "completion"),
+}
+TRUNCATION_MODES = ("keep_end", "keep_start")
+
+
+def load_rows(source, kind: str = "preference") -> list[dict]:
+    """Read and validate rows of ``kind`` ("preference", "kto" or "sft") from ``source``.
+
+    ``source``: a list (or tuple) of dicts, a path to a ``.json`` (a list of objects) or ``.jsonl`` file, or a
+    ``datasets.Dataset``. Returns plain dicts holding only the fields of ``kind``. Raises ``ValueError`` /
+    ``TypeError`` naming the row index and field: missing field, non-string text, empty completion, non-bool KTO
+    label, no rows at all. ``chosen == rejected`` is legal but carries no preference: a warning gives the count.
+    """
+    if kind not in FIELDS:
+        raise ValueError(f"kind={kind!r} is not one of {tuple(FIELDS)}.")
+    rows = read_rows(source)
+    if len(rows) == 0:
+        raise ValueError(f"the {kind} dataset is empty; pass at least one row with fields {FIELDS[kind]}.")
+    out = [_validate_row(i, row, kind) for i, row in enumerate(rows)]
+    if kind == "preference":
+        same = sum(r["chosen"] == r["rejected"] for r in out)
+        if same:
+            warnings.warn(
+                f"{same} of {len(out)} preference rows have chosen identical to rejected; they carry no "
+                "preference signal (their DPO gradient is zero).",
+                stacklevel=2,
+            )
+    return out
+
+
+def load_preference_rows(source) -> list[dict]:
+    """:func:`load_rows` for ``prompt``/``chosen``/``rejected`` rows."""
+    return load_rows(source, "preference")
+
+
+def load_kto_rows(source) -> list[dict]:
+    """:func:`load_rows` for KTO's ``prompt``/``completion``/``label`` rows."""
+    return load_rows(source, "kto")
+
+
+def unpair_preference_rows(source) -> list[dict]:
+    """Preference rows → KTO rows: each pair gives ``(prompt, chosen, True)`` and ``(prompt, rejected, False)``."""
+    pairs = load_preference_rows(source)
+    return [
+        {"prompt": r["prompt"], "completion": r[k], "label": k == "chosen"}
+        for r in pairs
+        for k in ("chosen", "rejected")
+    ]
+
+
+def load_sft_rows(source) -> list[dict]:
+    """:func:`load_rows` for SFT's ``prompt``/``completion`` rows."""
+    return load_rows(source, "sft")
+
+
+def read_rows(source) -> list:
+    """The raw rows of ``source`` (list, .json/.jsonl path or Dataset) as a list, not yet validated."""
+    if isinstance(source, (str, Path)):
+        path = Path(source)
+        if not path.exists():
+            raise ValueError(
+                f"no file at {str(path)!r}; pass an existing .json/.jsonl path or a list of dicts."
+            )
+        text = path.read_text(encoding="utf-8")
+        if path.suffix == ".jsonl":
+            return [json.loads(line) for line in text.splitlines() if line.strip()]
+        data = json.loads(text)
+        if not isinstance(data, list):
+            raise TypeError(f"{str(path)!r} must hold a JSON list of objects, got {type(data).__name__}.")
+        return data
+    if isinstance(source, (list, tuple)):
+        return list(source)
+    if hasattr(source, "column_names") and hasattr(source, "__getitem__") and hasattr(source, "__len__"):
+        return [source[i] for i in range(len(source))]  # a datasets.Dataset
+    raise TypeError(
+        f"rows must be a list of dicts, a .json/.jsonl path or a datasets.Dataset, got {type(source).__name__}."
+    )
+
+
+def _validate_row(i: int, row, kind: str) -> dict:
+    if not isinstance(row, dict):
+        raise TypeError(f"row {i} must be a dict with fields {FIELDS[kind]}, got {type(row).__name__}.")
+    for name in FIELDS[kind]:
+        if name not in row:
+            raise ValueError(f"row {i} is missing field {name!r}; {kind} rows need {FIELDS[kind]}.")
+    for name in FIELDS[kind]:
+        value = row[name]
+        if name == "label":
+            if not isinstance(value, bool):
+                raise TypeError(f"row {i}, field 'label' must be a bool (True = desirable), got {value!r}.")
+            continue
+        if not isinstance(value, str):
+            raise TypeError(f"row {i}, field {name!r} must be a str, got {type(value).__name__}.")
+        if name != "prompt" and not value.strip():
+            raise ValueError(f"row {i}, field {name!r} is empty; every response needs at least one token.")
+    return {name: row[name] for name in FIELDS[kind]}
+
+
+@dataclass
+class Tokenized:
+    """Tokenised examples and what truncation did to them (counts of rows)."""
+
+    examples: list[dict] = field(default_factory=list)
+    prompts_truncated: int = 0
+    completions_truncated: int = 0
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    def __getitem__(self, i: int) -> dict:
+        return self.examples[i]
+
+
+def _check_lengths(max_length, max_prompt_length, truncation_mode):
+    if truncation_mode not in TRUNCATION_MODES:
+        raise ValueError(f"truncation_mode={truncation_mode!r} must be one of {TRUNCATION_MODES}.")
+    if max_length is not None and (not isinstance(max_length, int) or max_length < 2):
+        raise ValueError(
+            f"max_length={max_length!r} must be an int ≥ 2 (a prompt token and a response token)."
+        )
+    if max_prompt_length is not None:
+        if not isinstance(max_prompt_length, int) or max_prompt_length < 1:
+            raise ValueError(f"max_prompt_length={max_prompt_length!r} must be a positive int.")
+        if max_length is not None and max_prompt_length >= max_length:
+            raise ValueError(
+                f"max_prompt_length={max_prompt_length} must be < max_length={max_length} to leave room for "
+                "the response."
+            )
+
+
+def _eos_id(tokenizer) -> int:
+    if tokenizer.eos_token_id is None:
+        raise ValueError("the tokenizer has no eos_token; set tokenizer.eos_token so completions can end.")
+    return tokenizer.eos_token_id
+
+
+def encode_prompt(tokenizer, prompt: str) -> list[int]:
+    """Prompt ids with the tokenizer's own special tokens (so BOS appears exactly when the tokenizer adds one)."""
+    return list(tokenizer(prompt)["input_ids"])
+
+
+def encode_completion(tokenizer, completion: str) -> list[int]:
+    """Completion ids without special tokens, then EOS appended once (not again if the text already ends in it)."""
+    ids = list(tokenizer(completion, add_special_tokens=False)["input_ids"])
+    eos = _eos_id(tokenizer)
+    return ids if ids and ids[-1] == eos else [*ids, eos]
+
+
+def _truncate_prompt(prompt_ids, keep, mode, bos_id):
+    if len(prompt_ids) <= keep:
+        return prompt_ids
+    if mode == "keep_start":
+        return prompt_ids[:keep]
+    # keep_end keeps the prompt's last tokens (nearest the response) and its BOS if it has one
+    if bos_id is not None and prompt_ids[0] == bos_id and keep > 1:
+        return [bos_id, *prompt_ids[len(prompt_ids) - keep + 1 :]]
+    return prompt_ids[len(prompt_ids) - keep :]
+
+
+def _tokenize(rows, tokenizer, completion_fields, max_length, max_prompt_length, truncation_mode, extra=()):
+    """Shared by the three formats: one prompt encoding, one encoding per completion field, then truncation.
+
+    Truncation, when ``len(prompt) + len(longest completion) > max_length``: first the prompt is cut to
+    ``max_prompt_length`` (default ``max_length // 2``) by ``truncation_mode``; if still too long the
+    completions are cut to ``max_length - len(prompt)`` tokens (keeping their start).
+    """
+    _check_lengths(max_length, max_prompt_length, truncation_mode)
+    if max_length is not None and max_prompt_length is None:
+        max_prompt_length = max_length // 2
+    bos_id = getattr(tokenizer, "bos_token_id", None)
+    out = Tokenized()
+    for row in rows:
+        prompt_ids = encode_prompt(tokenizer, row["prompt"])
+        comps = {f: encode_completion(tokenizer, row[f]) for f in completion_fields}
+        longest = max(len(c) for c in comps.values())
+        if max_length is not None and len(prompt_ids) + longest > max_length:
+            cut = _truncate_prompt(prompt_ids, max_prompt_length, truncation_mode, bos_id)
+            out.prompts_truncated += len(cut) < len(prompt_ids)
+            prompt_ids = cut
+            room = max_length - len(prompt_ids)
+            if longest > room:
+                out.completions_truncated += 1
+                comps = {f: c[:room] for f, c in comps.items()}
+        example = {"prompt_ids": prompt_ids, **{f"{f}_ids": c for f, c in comps.items()}}
+        example.update({k: row[k] for k in extra})
+        out.examples.append(example)
+    return out
+
+
+def tokenize_preference(
+    rows, tokenizer, *, max_length=None, max_prompt_length=None, truncation_mode="keep_end"
+):
+    """Preference rows → :class:`Tokenized` with ``prompt_ids``, ``chosen_ids``, ``rejected_ids`` per example."""
+    return _tokenize(rows, tokenizer, ("chosen", "rejected"), max_length, max_prompt_length, truncation_mode)
+
+
+def tokenize_kto(rows, tokenizer, *, max_length=None, max_prompt_length=None, truncation_mode="keep_end"):
+    """KTO rows → :class:`Tokenized` with ``prompt_ids``, ``completion_ids``, the bool ``label`` and
+    ``kl_completion_ids``: the completion of the *next* row (cyclically), a mismatched pair (x_i, y_{i+1}) that
+    KTO uses to estimate its reference point KL(π_θ‖π_ref). Fixed per example (not per batch), so that
+    reference log-probs of the mismatched pairs can be precomputed.
+    """
+    out = _tokenize(
+        rows, tokenizer, ("completion",), max_length, max_prompt_length, truncation_mode, ("label",)
+    )
+    for i, example in enumerate(out.examples):
+        mismatched = out.examples[(i + 1) % len(out)]["completion_ids"]
+        room = len(mismatched) if max_length is None else max_length - len(example["prompt_ids"])
+        example["kl_completion_ids"] = mismatched[:room]
+    return out
+
+
+def tokenize_sft(rows, tokenizer, *, max_length=None, max_prompt_length=None, truncation_mode="keep_end"):
+    """SFT rows → :class:`Tokenized` with ``prompt_ids`` and ``completion_ids`` per example."""
+    return _tokenize(rows, tokenizer, ("completion",), max_length, max_prompt_length, truncation_mode)
+
+
+def pad_sequences(
+    prompt_ids, completion_ids, pad_token_id: int, allowed_token_ids=None
+) -> dict[str, torch.Tensor]:
+    """Right-pad ``prompt + completion`` sequences into ``input_ids``, ``attention_mask``, ``labels`` [B, T].
+
+    ``labels`` = input id on completion positions, -100 on prompt and padding positions. With
+    ``allowed_token_ids`` (the world's alphabet, see CONTRACTS), a completion token outside the allowed set is
+    also labelled -100: it is not a choice of the restricted policy (e.g. the EOS that ends every fixed-length
+    response of the sequences world) and so carries no log-probability.
+    """
+    seqs = [p + c for p, c in zip(prompt_ids, completion_ids, strict=True)]
+    width = max(len(s) for s in seqs)
+    input_ids = torch.full((len(seqs), width), pad_token_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    labels = torch.full((len(seqs), width), -100, dtype=torch.long)
+    for b, (p, s) in enumerate(zip(prompt_ids, seqs, strict=True)):
+        input_ids[b, : len(s)] = torch.tensor(s)
+        attention_mask[b, : len(s)] = 1
+        labels[b, len(p) : len(s)] = input_ids[b, len(p) : len(s)]
+    if allowed_token_ids is not None:
+        allowed = torch.as_tensor(allowed_token_ids, dtype=torch.long)
+        labels[~torch.isin(labels, allowed)] = -100
+    return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+
+
+def _pad_id(tokenizer_or_id) -> int:
+    if isinstance(tokenizer_or_id, int):
+        return tokenizer_or_id
+    pad = tokenizer_or_id.pad_token_id
+    return pad if pad is not None else _eos_id(tokenizer_or_id)
+
+
+class PreferenceCollator:
+    """Examples from :func:`tokenize_preference` → ``chosen_*`` and ``rejected_*`` tensors [B, T].
+
+    Keys: ``chosen_input_ids``, ``chosen_attention_mask``, ``chosen_labels`` and the same for ``rejected``
+    (each side padded to its own longest sequence); ``ref_chosen_logps``/``ref_rejected_logps`` [B] pass through
+    when the examples carry precomputed reference log-probs.
+    """
+
+    def __init__(self, pad_token_id, allowed_token_ids=None):
+        self.pad_token_id = _pad_id(pad_token_id)
+        self.allowed_token_ids = allowed_token_ids
+
+    def __call__(self, examples: list[dict]) -> dict[str, torch.Tensor]:
+        prompts = [e["prompt_ids"] for e in examples]
+        batch = {}
+        for side in ("chosen", "rejected"):
+            padded = pad_sequences(
+                prompts, [e[f"{side}_ids"] for e in examples], self.pad_token_id, self.allowed_token_ids
+            )
+            batch.update({f"{side}_{k}": v for k, v in padded.items()})
+        for key in ("ref_chosen_logps", "ref_rejected_logps"):
+            if key in examples[0]:
+                batch[key] = torch.tensor([e[key] for e in examples], dtype=torch.float32)
+        return batch
+
+
+class SFTCollator:
+    """Examples from :func:`tokenize_sft` → ``input_ids``, ``attention_mask``, ``labels`` [B, T]."""
+
+    def __init__(self, pad_token_id, allowed_token_ids=None):
+        self.pad_token_id = _pad_id(pad_token_id)
+        self.allowed_token_ids = allowed_token_ids
+
+    def __call__(self, examples: list[dict]) -> dict[str, torch.Tensor]:
+        return pad_sequences(
+            [e["prompt_ids"] for e in examples],
+            [e["completion_ids"] for e in examples],
+            self.pad_token_id,
+            self.allowed_token_ids,
+        )
+
+
+class KTOCollator:
+    """Examples from :func:`tokenize_kto` → ``completion_*`` and ``kl_*`` tensors [B, T], ``label`` [B] (bool).
+
+    ``kl_*`` holds each prompt followed by its example's ``kl_completion_ids`` (a mismatched pair);
+    ``ref_logps``/``ref_kl_logps`` [B] pass through when the examples carry precomputed reference log-probs.
+    """
+
+    def __init__(self, pad_token_id, allowed_token_ids=None):
+        self.pad_token_id = _pad_id(pad_token_id)
+        self.allowed_token_ids = allowed_token_ids
+
+    def __call__(self, examples: list[dict]) -> dict[str, torch.Tensor]:
+        prompts = [e["prompt_ids"] for e in examples]
+        batch = {}
+        for prefix, key in (("completion", "completion_ids"), ("kl", "kl_completion_ids")):
+            padded = pad_sequences(
+                prompts, [e[key] for e in examples], self.pad_token_id, self.allowed_token_ids
+            )
+            batch.update({f"{prefix}_{k}": v for k, v in padded.items()})
+        batch["label"] = torch.tensor([e["label"] for e in examples], dtype=torch.bool)
+        for key in ("ref_logps", "ref_kl_logps"):
+            if key in examples[0]:
+                batch[key] = torch.tensor([e[key] for e in examples], dtype=torch.float32)
+        return batch

@@ -1,0 +1,173 @@
+"""Figures of the book that are drawn rather than plotted from data.
+
+The first one is the preface's comparison of the two training pipelines (Rafailov et al., 2023, §3–4):
+
+* RLHF (Ziegler et al., 2019; Ouyang et al., 2022): SFT → a reward model r_φ fitted by Bradley–Terry on
+  preference pairs (x, y_w, y_l) → PPO maximising E[r_φ(x, y)] − β·KL(π_θ ‖ π_ref) on samples y ~ π_θ(·|x).
+  During PPO four networks are in memory: the policy π_θ and the value model V_ψ (trained), the reference
+  π_ref and the reward model r_φ (frozen).
+* DPO: SFT → one classification-style loss on the same preference pairs,
+  −log σ(β log π_θ(y_w|x)/π_ref(y_w|x) − β log π_θ(y_l|x)/π_ref(y_l|x)); two networks: π_θ (trained) and π_ref
+  (frozen). No reward model is fitted and nothing is sampled from π_θ while training.
+
+The pipelines are data (:data:`RLHF_PIPELINE`, :data:`DPO_PIPELINE`) so that the notebook can assert what the
+figure shows, and the exercise checker (:mod:`dpo_teach.exercises.preface`) uses the same source.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import matplotlib.pyplot as plt
+from matplotlib.figure import Figure
+from matplotlib.patches import FancyBboxPatch
+
+STAGE_GID = "stage"  # gid of every stage box, so tests and the notebook can count what was drawn
+
+
+@dataclass(frozen=True)
+class Network:
+    """A network held in memory during a stage: its mathtext symbol, its role, and whether it is updated."""
+
+    symbol: str
+    role: str
+    trained: bool
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One stage of a training pipeline: what it optimises, on which data, with which networks."""
+
+    title: str
+    objective: str
+    data: str
+    networks: tuple[Network, ...]
+    samples_from_policy: bool = False
+
+
+_POLICY = Network(r"$\pi_\theta$", "policy", trained=True)
+_REFERENCE = Network(r"$\pi_{\mathrm{ref}}$", "reference", trained=False)
+_SFT = Stage(
+    "Supervised fine-tuning",
+    "max log $\\pi(y\\,|\\,x)$ on demonstrations",
+    "demonstrations (x, y)",
+    (Network(r"$\pi^{\mathrm{SFT}}$", "policy", trained=True),),
+)
+
+RLHF_PIPELINE: tuple[Stage, ...] = (
+    _SFT,
+    Stage(
+        "Reward model",
+        "Bradley–Terry: max log $\\sigma(r_\\phi(x, y_w) - r_\\phi(x, y_l))$",
+        "preference pairs (x, $y_w$, $y_l$)",
+        (Network(r"$r_\phi$", "reward model", trained=True),),
+    ),
+    Stage(
+        "PPO",
+        "max $r_\\phi(x, y) - \\beta\\,$KL$(\\pi_\\theta\\,\\|\\,\\pi_{\\mathrm{ref}})$, $y \\sim \\pi_\\theta$",
+        "prompts x (responses sampled from $\\pi_\\theta$)",
+        (
+            _POLICY,
+            Network(r"$V_\psi$", "value model", trained=True),
+            _REFERENCE,
+            Network(r"$r_\phi$", "reward model", trained=False),
+        ),
+        samples_from_policy=True,
+    ),
+)
+
+DPO_PIPELINE: tuple[Stage, ...] = (
+    _SFT,
+    Stage(
+        "DPO",
+        "min $-$log $\\sigma\\left(\\beta \\log \\dfrac{\\pi_\\theta(y_w|x)}{\\pi_{\\mathrm{ref}}(y_w|x)}"
+        " - \\beta \\log \\dfrac{\\pi_\\theta(y_l|x)}{\\pi_{\\mathrm{ref}}(y_l|x)}\\right)$",
+        "preference pairs (x, $y_w$, $y_l$)",
+        (_POLICY, _REFERENCE),
+    ),
+)
+
+PIPELINES: dict[str, tuple[Stage, ...]] = {"RLHF": RLHF_PIPELINE, "DPO": DPO_PIPELINE}
+
+
+def models_in_memory(pipeline: tuple[Stage, ...]) -> int:
+    """The largest number of networks any stage of ``pipeline`` holds at once."""
+    return max(len(stage.networks) for stage in pipeline)
+
+
+def _networks_text(stage: Stage) -> str:
+    parts = [f"{n.symbol} {n.role} ({'trained' if n.trained else 'frozen'})" for n in stage.networks]
+    rows = [", ".join(parts[i : i + 2]) for i in range(0, len(parts), 2)]
+    return "\n".join(rows)
+
+
+def _draw_row(
+    ax, name: str, pipeline: tuple[Stage, ...], spans: list[tuple[float, float]], color: str
+) -> None:
+    """One pipeline on ``ax`` (data coordinates x ∈ [0, 12], y ∈ [0, 4]): data above, stages below, arrows."""
+    ax.set_xlim(0, 12)
+    ax.set_ylim(0, 4)
+    ax.axis("off")
+    n_models = models_in_memory(pipeline)
+    ax.set_title(
+        f"{name}: {len(pipeline)} stages, up to {n_models} networks in memory", loc="left", fontsize=12
+    )
+    for i, (stage, (left, right)) in enumerate(zip(pipeline, spans, strict=True)):
+        box = FancyBboxPatch(
+            (left, 0.25),
+            right - left,
+            2.2,
+            boxstyle="round,pad=0.02,rounding_size=0.15",
+            facecolor=color,
+            edgecolor="black",
+            linewidth=1.2,
+            gid=STAGE_GID,
+        )
+        ax.add_patch(box)
+        middle = (left + right) / 2
+        ax.text(
+            middle, 2.12, f"{i + 1} · {stage.title}", ha="center", va="center", fontsize=11, weight="bold"
+        )
+        ax.text(middle, 1.5, stage.objective, ha="center", va="center", fontsize=9)
+        ax.text(middle, 0.8, _networks_text(stage), ha="center", va="center", fontsize=8, color="#333333")
+        # The data this stage learns from, entering from above.
+        data_color = "#fff3c4" if stage.samples_from_policy else "white"
+        ax.annotate(
+            stage.data,
+            xy=(middle, 2.47),
+            xytext=(middle, 3.45),
+            ha="center",
+            va="center",
+            fontsize=8.5,
+            bbox={"boxstyle": "round,pad=0.3", "facecolor": data_color, "edgecolor": "#777777"},
+            arrowprops={"arrowstyle": "-|>", "color": "#777777", "lw": 1.0},
+        )
+        if i > 0:  # each stage starts from the previous stage's policy (or its weights)
+            ax.annotate(
+                "",
+                xy=(left, 1.35),
+                xytext=(spans[i - 1][1], 1.35),
+                arrowprops={"arrowstyle": "-|>", "color": "black", "lw": 1.6},
+            )
+
+
+def draw_pipelines() -> Figure:
+    """Draw the RLHF pipeline (top) above the DPO pipeline (bottom) and return the figure.
+
+    Each stage is a box (gid :data:`STAGE_GID`) listing its objective and the networks it holds; the data it
+    learns from enters from above (shaded where the data are sampled from π_θ during training). DPO's second
+    stage spans the place of RLHF's reward-model and PPO stages, which it replaces.
+    """
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(12, 6.4))
+    rlhf_spans = [(0.1, 3.3), (3.9, 7.2), (7.8, 11.9)]
+    dpo_spans = [(0.1, 3.3), (3.9, 11.9)]
+    _draw_row(top, "RLHF", RLHF_PIPELINE, rlhf_spans, "#dbe9f6")
+    _draw_row(bottom, "DPO", DPO_PIPELINE, dpo_spans, "#dcf0dc")
+    fig.suptitle("What DPO changes: the reward model and the RL loop become one loss", fontsize=13)
+    fig.tight_layout()
+    return fig
+
+
+def count_stage_boxes(fig: Figure) -> list[int]:
+    """Number of stage boxes drawn on each axes of ``fig`` (top to bottom), read back from the artists."""
+    return [sum(patch.get_gid() == STAGE_GID for patch in ax.patches) for ax in fig.axes]

@@ -1,0 +1,405 @@
+"""DPO — and every loss of the registry :data:`dpo_teach.losses.LOSSES` — as one short training loop.
+
+A step, for a batch of preference pairs (x, y_w, y_l):
+
+1. one concatenated forward of the policy over chosen and rejected → log π_θ(y_w|x), log π_θ(y_l|x) [B]
+   (:func:`dpo_teach.logprobs.concatenated_forward`; length-averaged for ORPO/SimPO);
+2. the same under ``torch.no_grad()`` for the frozen reference π_ref — or the values precomputed once before
+   training (``precompute_ref_logps=True``, after which the reference model is released);
+3. the loss, e.g. DPO's  L = −log σ(β [log π_θ(y_w|x)/π_ref(y_w|x) − log π_θ(y_l|x)/π_ref(y_l|x)]),
+   averaged over the batch; the gradient is accumulated over ``grad_accum`` micro-batches, clipped to
+   ``max_grad_norm``, and AdamW steps with a linear warm-up.
+
+Metrics use TRL's names: ``loss``, ``rewards/chosen`` = β (log π_θ(y_w|x) − log π_ref(y_w|x)) (mean),
+``rewards/rejected``, ``rewards/margins``, ``rewards/accuracies``, ``logps/chosen``, ``logps/rejected``,
+``logits/chosen``, ``logits/rejected``, plus ``grad_norm``, ``lr``, ``epoch``, ``step``; evaluation adds the
+same names prefixed ``eval_``. KTO (unpaired) logs the rewards and log-probs of its desirable ("chosen") and
+undesirable ("rejected") completions and ``kl``, its reference point. The loop pieces shared with the other
+trainers (batches, warm-up, logging, checkpoints) are in :mod:`dpo_teach.trainers.common`.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import inspect
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from dpo_teach import data as D
+from dpo_teach.logprobs import concatenated_forward, forward_logps
+from dpo_teach.losses import get_loss
+from dpo_teach.seed import seed_everything
+from dpo_teach.trainers import common as C
+
+#: config fields that may differ between an interrupted run and its resumption
+_NOT_COMPARED = ("progress", "device", "output_dir", "save_steps")
+
+
+@dataclass
+class DPOConfig:
+    """Everything a DPO run depends on. ``loss_type`` is a registry name ("sigmoid" is the paper's DPO)."""
+
+    loss_type: str = "sigmoid"
+    beta: float = 0.1
+    label_smoothing: float = 0.0
+    loss_kwargs: dict = field(default_factory=dict)  # e.g. {"gamma": 1.0} for simpo
+    lr: float = 1e-4
+    epochs: int = 1
+    batch_size: int = 32
+    grad_accum: int = 1
+    max_grad_norm: float | None = 1.0
+    warmup_steps: int = 0
+    weight_decay: float = 0.0
+    max_length: int | None = None
+    max_prompt_length: int | None = None
+    truncation_mode: str = "keep_end"
+    precompute_ref_logps: bool = False
+    allowed_token_ids: list | None = None
+    eval_steps: int | None = None
+    save_steps: int | None = None
+    output_dir: str | None = None
+    seed: int = 0
+    device: str | None = None
+    progress: bool = True
+
+    def __post_init__(self):
+        self.spec = get_loss(self.loss_type)
+        C.check_positive("beta", self.beta)
+        for name in ("epochs", "batch_size", "grad_accum"):
+            C.check_positive(name, getattr(self, name), int)
+        C.check_positive("lr", self.lr)
+        C.check_positive("warmup_steps", self.warmup_steps, int, allow_zero=True)
+        C.check_positive("weight_decay", self.weight_decay, allow_zero=True)
+        for name in ("max_grad_norm", "eval_steps", "save_steps"):
+            if getattr(self, name) is not None:
+                C.check_positive(name, getattr(self, name), int if name != "max_grad_norm" else (int, float))
+        if self.label_smoothing and "label_smoothing" not in inspect.signature(self.spec.fn).parameters:
+            raise ValueError(
+                f"label_smoothing applies to 'sigmoid' (cDPO) and 'robust', not {self.loss_type!r}."
+            )
+        if not isinstance(self.loss_kwargs, dict):
+            raise TypeError(f"loss_kwargs must be a dict, got {type(self.loss_kwargs).__name__}.")
+        accepted = set(inspect.signature(self.spec.fn).parameters) - _FILLED_IN
+        unknown = set(self.loss_kwargs) - accepted
+        if unknown:
+            raise ValueError(
+                f"loss_kwargs {sorted(unknown)} are not options of {self.loss_type!r}; it accepts {sorted(accepted)}."
+            )
+        if self.allowed_token_ids is not None:
+            self.allowed_token_ids = [int(i) for i in torch.as_tensor(self.allowed_token_ids).tolist()]
+
+    def to_dict(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+
+# arguments the trainer supplies itself (everything else of a loss function may go in loss_kwargs)
+_FILLED_IN = {
+    "policy_chosen_logps", "policy_rejected_logps", "ref_chosen_logps", "ref_rejected_logps", "beta",
+    "label_smoothing", "chosen_lengths", "rejected_lengths", "policy_logps", "ref_logps", "labels",
+    "kl_policy_logps", "kl_ref_logps", "chosen_nll",
+}  # fmt: skip
+
+
+class DPOTrainer:
+    """Train ``model`` (a causal LM, in place) on preference rows with any registry loss.
+
+    ``train_rows``/``eval_rows``: list of dicts, JSON/JSONL path or ``datasets.Dataset`` in TRL's format
+    (``prompt``/``chosen``/``rejected``; for ``loss_type="kto"`` also ``prompt``/``completion``/``label``, and
+    paired rows are unpaired into one desirable and one undesirable row each). ``ref_model``: the frozen π_ref;
+    None means a frozen copy of ``model`` as it is now (with ``precompute_ref_logps`` no copy is made).
+    """
+
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        train_rows,
+        *,
+        ref_model=None,
+        eval_rows=None,
+        config=None,
+        callback=None,
+        **kw,
+    ):
+        if config is not None and kw:
+            raise TypeError(
+                f"pass either config=DPOConfig(...) or keyword options, not both (got {sorted(kw)})."
+            )
+        self.config = config if config is not None else DPOConfig(**kw)
+        if not isinstance(self.config, DPOConfig):
+            raise TypeError(f"config must be a DPOConfig, got {type(self.config).__name__}.")
+        if not isinstance(model, torch.nn.Module) or not hasattr(model, "config"):
+            raise TypeError(f"model must be a transformers causal LM, got {type(model).__name__}.")
+        cfg, spec = self.config, self.config.spec
+        self.model, self.tokenizer, self.callback = model, tokenizer, callback
+        self.train_data = self._prepare(train_rows)
+        self.eval_data = self._prepare(eval_rows) if eval_rows is not None else None
+        collator = D.PreferenceCollator if spec.paired else D.KTOCollator
+        self.collate = collator(tokenizer, cfg.allowed_token_ids)
+        if not spec.needs_reference and ref_model is not None:
+            warnings.warn(f"{cfg.loss_type!r} needs no reference model; ref_model is ignored.", stacklevel=2)
+        self.ref_model = ref_model if spec.needs_reference else None
+        C.prepare_model(self.model, cfg.device, train=True)
+        self.device = next(self.model.parameters()).device
+        if spec.needs_reference and self.ref_model is None and not cfg.precompute_ref_logps:
+            self.ref_model = copy.deepcopy(self.model)
+        if self.ref_model is not None:
+            C.prepare_model(self.ref_model, self.device, train=False)
+        self.history: list[dict] = []
+
+    def _prepare(self, rows) -> D.Tokenized:
+        cfg = self.config
+        kind = "preference" if cfg.spec.paired else "kto"
+        raw = D.read_rows(rows)
+        if kind == "kto" and raw and isinstance(raw[0], dict) and "chosen" in raw[0]:
+            raw = D.unpair_preference_rows(raw)
+        rows = D.load_rows(raw, kind)
+        tokenize = D.tokenize_preference if kind == "preference" else D.tokenize_kto
+        out = tokenize(
+            rows,
+            self.tokenizer,
+            max_length=cfg.max_length,
+            max_prompt_length=cfg.max_prompt_length,
+            truncation_mode=cfg.truncation_mode,
+        )
+        C.check_fits(self.model, out, cfg.max_length)
+        return out
+
+    # ------------------------------------------------------------------ one batch → loss and metrics
+    def _ref_logps(self, batch: dict, ref_model=None) -> dict:
+        """Reference log-probs for ``batch``: precomputed ones, else one no-grad forward of π_ref."""
+        if "ref_chosen_logps" in batch or "ref_logps" in batch:
+            keys = ("ref_chosen_logps", "ref_rejected_logps", "ref_logps", "ref_kl_logps")
+            return {k: batch[k].to(self.device) for k in keys if k in batch}
+        ref_model = ref_model if ref_model is not None else self.ref_model
+        with torch.no_grad():
+            if self.config.spec.paired:
+                out = concatenated_forward(ref_model, batch, allowed_token_ids=self.config.allowed_token_ids)
+                return {"ref_chosen_logps": out.chosen_logps, "ref_rejected_logps": out.rejected_logps}
+            return {
+                "ref_logps": self._forward(ref_model, batch, "completion"),
+                "ref_kl_logps": self._forward(ref_model, batch, "kl"),
+            }
+
+    def _forward(self, model, batch, prefix):
+        keys = ("input_ids", "attention_mask", "labels")
+        return forward_logps(
+            model, *(batch[f"{prefix}_{k}"] for k in keys), allowed_token_ids=self.config.allowed_token_ids
+        )
+
+    def compute_loss(self, batch: dict) -> tuple[torch.Tensor, dict]:
+        """Mean loss over the batch (differentiable) and a dict of per-example metric tensors (TRL's names)."""
+        cfg, spec = self.config, self.config.spec
+        ref = self._ref_logps(batch) if spec.needs_reference else {}
+        kwargs = {"beta": cfg.beta, **cfg.loss_kwargs}
+        if cfg.label_smoothing:
+            kwargs["label_smoothing"] = cfg.label_smoothing
+        if not spec.paired:
+            policy = self._forward(self.model, batch, "completion")
+            with torch.no_grad():
+                kl_policy = self._forward(self.model, batch, "kl")
+            labels = batch["label"].to(self.device)
+            losses, r_w, r_l = spec(
+                policy, ref["ref_logps"], labels, kl_policy, ref["ref_kl_logps"], **kwargs
+            )
+            z = (kl_policy - ref["ref_kl_logps"]).mean().clamp(min=0)
+            metrics = {
+                "rewards/chosen": r_w,
+                "rewards/rejected": r_l,
+                "logps/chosen": policy.detach()[labels],
+                "logps/rejected": policy.detach()[~labels],
+                "kl": z[None],
+            }
+            return losses.mean(), metrics
+        out = concatenated_forward(
+            self.model, batch, average=spec.length_normalized, allowed_token_ids=cfg.allowed_token_ids
+        )
+        if spec.needs_reference:
+            if "chosen_lengths" in inspect.signature(spec.fn).parameters:  # IPO, length-normalised as in TRL
+                kwargs.update(chosen_lengths=out.chosen_lengths, rejected_lengths=out.rejected_lengths)
+            losses, r_w, r_l = spec(
+                out.chosen_logps,
+                out.rejected_logps,
+                ref["ref_chosen_logps"],
+                ref["ref_rejected_logps"],
+                **kwargs,
+            )
+        else:
+            losses, r_w, r_l = spec(out.chosen_logps, out.rejected_logps, **kwargs)
+        n_w, n_l = out.chosen_lengths.float(), out.rejected_lengths.float()
+        metrics = {
+            "rewards/chosen": r_w, "rewards/rejected": r_l, "rewards/margins": r_w - r_l,
+            "rewards/accuracies": (r_w > r_l).float(),
+            "logps/chosen": out.chosen_logps.detach(), "logps/rejected": out.rejected_logps.detach(),
+            # TRL's logits/*: the mean over all response tokens of the batch, so sums and token counts
+            "logits/chosen": (out.mean_chosen_logits * n_w, n_w), "logits/rejected": (out.mean_rejected_logits * n_l, n_l),
+        }  # fmt: skip
+        return losses.mean(), metrics
+
+    # ------------------------------------------------------------------ the loop
+    def precompute_reference(self) -> None:
+        """Store π_ref's log-probs in every example (no-grad passes), then release the reference model.
+
+        Without a ``ref_model`` the reference is the policy as it is before training (so no copy is made).
+        """
+        ref = self.ref_model if self.ref_model is not None else self.model
+        was_training = ref.training
+        ref.eval()
+        for data in (self.train_data, self.eval_data):
+            if data is None or "ref_chosen_logps" in data[0] or "ref_logps" in data[0]:
+                continue
+            for start in range(0, len(data), self.config.batch_size):
+                chunk = data.examples[start : start + self.config.batch_size]
+                for key, values in self._ref_logps(
+                    self._batch(data, range(start, start + len(chunk))), ref
+                ).items():
+                    for example, value in zip(chunk, values.tolist(), strict=True):
+                        example[key] = value
+        ref.train(was_training)
+        self.ref_model = None  # the trainer no longer holds the reference model
+
+    def train(self, resume_from_checkpoint=None) -> list[dict]:
+        """Run the training; returns the metrics history (also in ``self.history``).
+
+        ``resume_from_checkpoint``: a ``checkpoint-N`` directory written by this trainer (``save_steps``), or
+        True for the latest one under ``output_dir``; the run continues from its step and data position.
+        """
+        cfg = self.config
+        seed_everything(cfg.seed)
+        if cfg.precompute_ref_logps and cfg.spec.needs_reference:
+            self.precompute_reference()
+        plan = C.micro_batches(len(self.train_data), cfg.batch_size, cfg.epochs, cfg.seed)
+        total = -(-len(plan) // cfg.grad_accum)
+        optimizer = C.make_optimizer(self.model, cfg.lr, cfg.weight_decay)
+        scheduler = C.warmup_scheduler(optimizer, cfg.warmup_steps, total)
+        step, self.history = 0, []
+        if resume_from_checkpoint:
+            step = self._resume(resume_from_checkpoint, optimizer, scheduler)
+        logger = C.MetricLogger(total, f"{cfg.loss_type} training", progress=cfg.progress, callback=self.callback,
+                                history=self.history, initial=step, show=("loss", "rewards/accuracies"))  # fmt: skip
+        per_epoch = len(plan) / cfg.epochs
+        self.model.train()
+        try:
+            while step < total:
+                chunk = plan[step * cfg.grad_accum : (step + 1) * cfg.grad_accum]
+                n = sum(len(idx) for _, idx in chunk)
+                sums: dict = {}
+                for _, idx in chunk:
+                    loss, metrics = self.compute_loss(self._batch(self.train_data, idx))
+                    (
+                        loss * (len(idx) / n)
+                    ).backward()  # so the step's gradient is that of the mean over n pairs
+                    _accumulate(sums, {"loss": (loss.detach() * len(idx), len(idx)), **metrics})
+                lr = scheduler.get_last_lr()[0]
+                grad_norm = C.clip_and_step(self.model, optimizer, scheduler, cfg.max_grad_norm)
+                step += 1
+                entry = {
+                    "step": step,
+                    "epoch": step * cfg.grad_accum / per_epoch,
+                    **_means(sums),
+                    "grad_norm": grad_norm,
+                    "lr": lr,
+                }
+                if (
+                    self.eval_data is not None
+                    and cfg.eval_steps
+                    and (step % cfg.eval_steps == 0 or step == total)
+                ):
+                    entry.update(self.evaluate())
+                logger.log(entry)
+                if cfg.save_steps and cfg.output_dir and step % cfg.save_steps == 0:
+                    self.save_checkpoint(
+                        Path(cfg.output_dir) / f"checkpoint-{step}", optimizer, scheduler, step
+                    )
+        finally:
+            logger.close()
+        self.model.eval()
+        if cfg.output_dir:
+            self.save_pretrained(cfg.output_dir)
+        return self.history
+
+    def _batch(self, data, idx) -> dict:
+        return {k: v.to(self.device) for k, v in self.collate([data[i] for i in idx]).items()}
+
+    @torch.no_grad()
+    def evaluate(self) -> dict:
+        """Metrics on ``eval_rows`` (the whole split, no gradient), TRL's names prefixed ``eval_``."""
+        if self.eval_data is None:
+            raise ValueError("evaluate() needs eval_rows; pass eval_rows=... to the trainer.")
+        was_training = self.model.training
+        self.model.eval()
+        sums: dict = {}
+        for start in range(0, len(self.eval_data), self.config.batch_size):
+            idx = list(range(start, min(start + self.config.batch_size, len(self.eval_data))))
+            loss, metrics = self.compute_loss(self._batch(self.eval_data, idx))
+            _accumulate(sums, {"loss": (loss * len(idx), len(idx)), **metrics})
+        self.model.train(was_training)
+        return {f"eval_{k}": v for k, v in _means(sums).items()}
+
+    # ------------------------------------------------------------------ saving and resuming
+    def save_checkpoint(self, path, optimizer, scheduler, step: int) -> Path:
+        state = {
+            "step": step,
+            "position": step * self.config.grad_accum,
+            "history": self.history,
+            "config": self._comparable(),
+        }
+        return C.save_checkpoint(
+            path, model=self.model, optimizer=optimizer, scheduler=scheduler, state=state
+        )
+
+    def _resume(self, path, optimizer, scheduler) -> int:
+        if path is True:
+            path = C.latest_checkpoint(self.config.output_dir or ".")
+            if path is None:
+                raise ValueError(
+                    f"resume_from_checkpoint=True but output_dir={self.config.output_dir!r} holds no checkpoint-N."
+                )
+        state = C.load_checkpoint(path, model=self.model, optimizer=optimizer, scheduler=scheduler)
+        if state["config"] != self._comparable():
+            changed = sorted(k for k in state["config"] if state["config"][k] != self._comparable().get(k))
+            raise ValueError(
+                f"the checkpoint was written with different settings {changed}; resume with the same config."
+            )
+        self.history[:] = state["history"]
+        return state["step"]
+
+    def _comparable(self) -> dict:
+        return {k: v for k, v in self.config.to_dict().items() if k not in _NOT_COMPARED}
+
+    def save_pretrained(self, path) -> None:
+        """``model.save_pretrained`` + ``tokenizer.save_pretrained``: loads with ``AutoModelForCausalLM``."""
+        self.model.save_pretrained(path)
+        if self.tokenizer is not None:
+            self.tokenizer.save_pretrained(path)
+
+
+def _accumulate(sums: dict, metrics: dict) -> None:
+    """Add per-example metric tensors (or ``(sum, count)`` pairs) into running ``[sum, count]`` totals."""
+    for key, value in metrics.items():
+        total, count = value if isinstance(value, tuple) else (value.sum(), value.numel())
+        acc = sums.setdefault(key, [0.0, 0])
+        acc[0] += float(total.sum()) if isinstance(total, torch.Tensor) else float(total)
+        acc[1] += float(count.sum()) if isinstance(count, torch.Tensor) else count
+
+
+def _means(sums: dict) -> dict:
+    return {k: (s / n if n else float("nan")) for k, (s, n) in sums.items()}
+
+
+def train_dpo(
+    model, tokenizer, rows, *, ref_model=None, eval_rows=None, callback=None, **config
+) -> list[dict]:
+    """Train ``model`` in place with :class:`DPOTrainer`; ``config`` are :class:`DPOConfig` fields.
+
+    Returns the metrics history (one dict per optimizer step). Example: ``train_dpo(policy, tok, pairs,
+    beta=0.5, lr=1e-3, epochs=3, precompute_ref_logps=True)``.
+    """
+    trainer = DPOTrainer(
+        model, tokenizer, rows, ref_model=ref_model, eval_rows=eval_rows, callback=callback, **config
+    )
+    return trainer.train()

@@ -1,0 +1,297 @@
+"""PPO against a reward: the third stage of the RLHF pipeline, the one DPO replaces by a classification loss.
+
+Each *step* is one PPO iteration (Schulman et al., 2017; the RLHF recipe of Ziegler et al., 2019):
+
+1. **Rollouts.** Sample ``batch_size`` prompts x uniformly and a response y ~ π_θ(·|x) for each, from the
+   world's policy when ``allowed_token_ids`` is given (the LM renormalised over the allowed tokens,
+   CONTRACTS.md). Score it: s = reward(x, y), a learned reward model or the world's true reward.
+2. **Per-token rewards.** For response token t (state (x, y_<t), action y_t) with k_t = log π_old(y_t|·) −
+   log π_ref(y_t|·), the KL-penalised reward is r_t = −β_KL k_t, plus s at the final token. Summed over t this
+   is s − β_KL · log π_old(y|x)/π_ref(y|x): a one-sample estimate of the RLHF objective E[r] − β_KL KL(π‖π_ref).
+3. **Advantages by GAE(γ, λ).** δ_t = r_t + γ V(t+1) − V(t) with V = 0 after the last token;
+   A_t = δ_t + γλ A_{t+1}; returns R_t = A_t + V(t). Advantages are then whitened over the batch.
+4. **PPO epochs.** ``ppo_epochs`` passes over the rollouts in shuffled minibatches, minimising
+   L = L_clip + c_V L_V with ratio ρ_t = π_θ(y_t|·)/π_old(y_t|·),
+   L_clip = mean_t max(−A_t ρ_t, −A_t clip(ρ_t, 1 − ε, 1 + ε)) and
+   L_V = ½ mean_t max((V_t − R_t)², (clip(V_t, V_old − ε_V, V_old + ε_V) − R_t)²).
+
+**Value function.** A linear head on the policy's final hidden state at the position that predicts y_t
+(a shared trunk, as in TRL's ``AutoModelForCausalLMWithValueHead``), initialised to zero: one forward gives
+both log-probs and values, and no second model is held in memory. The value loss also trains the trunk,
+weighted by ``vf_coef``. The head is internal to the run; the trained policy is ``policy`` (in place).
+
+Metrics per step (TRL's PPO names, without its ``_avg`` suffixes): ``objective/kl`` (mean Σ_t k_t),
+``objective/scores``, ``objective/rlhf_reward`` (scores − β_KL·kl), ``objective/entropy`` (mean −log π_old(y|x)),
+``loss/policy``, ``loss/value``, ``policy/clipfrac``, ``policy/approxkl``, ``val/clipfrac``, ``val/mean``,
+``val/ratio``, ``lr``, ``episode``.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import torch
+
+from dpo_teach.data import encode_prompt, pad_sequences
+from dpo_teach.device import autocast
+from dpo_teach.logprobs import per_token_logps, response_mask
+from dpo_teach.models import sample_token_ids
+from dpo_teach.seed import seed_everything
+from dpo_teach.trainers.common import (
+    MetricLogger,
+    check_positive,
+    clip_and_step,
+    make_optimizer,
+    prepare_model,
+    warmup_scheduler,
+)
+from dpo_teach.trainers.reward import RewardModel
+
+
+@dataclass
+class PPOConfig:
+    """Settings of :func:`train_ppo`. ``kl_coef`` is β_KL; ``stop_token_id`` ends a response (None: the
+    tokenizer's EOS); ``allowed_token_ids``: the world's alphabet (None: the full vocabulary)."""
+
+    steps: int = 100
+    batch_size: int = 64
+    mini_batch_size: int = 32
+    ppo_epochs: int = 4
+    lr: float = 1e-3  # for the book's tiny models; real LMs want ~1e-5
+    kl_coef: float = 0.05
+    gamma: float = 1.0
+    lam: float = 0.95
+    cliprange: float = 0.2
+    cliprange_value: float = 0.2
+    vf_coef: float = 0.1
+    whiten_advantages: bool = True
+    max_new_tokens: int = 16
+    stop_token_id: int | None = None
+    allowed_token_ids: list | None = None
+    max_grad_norm: float | None = 1.0
+    warmup_steps: int = 0
+    seed: int = 0
+    device: str | None = None
+    progress: bool = True
+
+    def __post_init__(self):
+        for name in ("steps", "batch_size", "mini_batch_size", "ppo_epochs", "max_new_tokens"):
+            check_positive(name, getattr(self, name), int)
+        for name in ("lr", "cliprange", "cliprange_value"):
+            check_positive(name, getattr(self, name))
+        for name in ("kl_coef", "gamma", "lam", "vf_coef"):
+            check_positive(name, getattr(self, name), allow_zero=True)
+        if self.gamma > 1 or self.lam > 1:
+            raise ValueError(f"gamma={self.gamma} and lam={self.lam} must be in [0, 1].")
+        if self.mini_batch_size > self.batch_size:
+            raise ValueError(
+                f"mini_batch_size={self.mini_batch_size} must be ≤ batch_size={self.batch_size}."
+            )
+        if self.max_grad_norm is not None:
+            check_positive("max_grad_norm", self.max_grad_norm)
+        if self.allowed_token_ids is not None:
+            self.allowed_token_ids = [int(i) for i in torch.as_tensor(self.allowed_token_ids).tolist()]
+
+
+def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of ``x`` over the entries where ``mask`` (bool or 0/1, same shape) is set."""
+    return (x * mask).sum() / mask.sum().clamp_min(1)
+
+
+def whiten(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """(x − mean) / std over the masked entries (unbiased variance); zero outside the mask."""
+    mean = masked_mean(x, mask)
+    var = masked_mean((x - mean) ** 2, mask) * mask.sum() / (mask.sum() - 1).clamp_min(1)
+    return (x - mean) * torch.rsqrt(var + 1e-8) * mask
+
+
+def gae(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: float, lam: float):
+    """Generalised advantage estimation over ``[B, T]`` per-token ``rewards`` and ``values`` (0/False outside
+    the response ``mask``, which marks one contiguous run of positions per row).
+
+    δ_t = r_t + γ V_{t+1} − V_t,  A_t = δ_t + γλ A_{t+1}  (V and A are 0 past the end), R_t = A_t + V_t.
+    Returns ``(advantages, returns)``, both ``[B, T]`` and zero outside the mask.
+    """
+    mask = mask.to(rewards.dtype)
+    rewards, values = rewards * mask, values * mask
+    advantages = torch.zeros_like(rewards)
+    next_value = torch.zeros_like(rewards[:, 0])
+    next_advantage = torch.zeros_like(rewards[:, 0])
+    for t in reversed(range(rewards.shape[1])):
+        delta = rewards[:, t] + gamma * next_value - values[:, t]
+        advantages[:, t] = delta + gamma * lam * next_advantage
+        next_value, next_advantage = values[:, t], advantages[:, t] * mask[:, t]
+    advantages = advantages * mask
+    return advantages, (advantages + values) * mask
+
+
+def clipped_policy_loss(logps, old_logps, advantages, mask, cliprange: float):
+    """PPO's clipped surrogate, masked mean of max(−A ρ, −A clip(ρ, 1 − ε, 1 + ε)), ρ = exp(logps − old_logps).
+
+    All ``[B, T]``. Returns ``(loss, stats)`` with ``policy/clipfrac`` (share of tokens where the clipped term
+    is the larger), ``policy/approxkl`` = ½ mean (log ρ)² and ``val/ratio`` = mean ρ (TRL's names).
+    """
+    log_ratio = logps - old_logps
+    ratio = log_ratio.exp()
+    unclipped = -advantages * ratio
+    clipped = -advantages * ratio.clamp(1.0 - cliprange, 1.0 + cliprange)
+    stats = {
+        "policy/clipfrac": masked_mean((clipped > unclipped).float(), mask),
+        "policy/approxkl": masked_mean(0.5 * log_ratio.detach() ** 2, mask),
+        "val/ratio": masked_mean(ratio.detach(), mask),
+    }
+    return masked_mean(torch.maximum(unclipped, clipped), mask), stats
+
+
+def clipped_value_loss(values, old_values, returns, mask, cliprange_value: float):
+    """½ masked mean of max((V − R)², (clip(V, V_old − ε_V, V_old + ε_V) − R)²), all ``[B, T]``.
+
+    Returns ``(loss, stats)`` with ``val/clipfrac`` (share of tokens where the clipped term is the larger).
+    """
+    clipped = old_values + (values - old_values).clamp(-cliprange_value, cliprange_value)
+    losses, losses_clipped = (values - returns) ** 2, (clipped - returns) ** 2
+    loss = 0.5 * masked_mean(torch.maximum(losses, losses_clipped), mask)
+    return loss, {"val/clipfrac": masked_mean((losses_clipped > losses).float(), mask)}
+
+
+def _forward(model, value_head, batch: dict, allowed_token_ids):
+    """One forward → per-token log-probs and values, float32 ``[B, T-1]`` aligned with ``labels[:, 1:]``."""
+    ids, mask, hidden = batch["input_ids"], batch["attention_mask"], value_head is not None
+    with autocast(next(model.parameters()).device):
+        out = model(input_ids=ids, attention_mask=mask, output_hidden_states=hidden, use_cache=False)
+    logps = per_token_logps(out.logits, batch["labels"], allowed_token_ids)
+    if value_head is None:
+        return logps, None
+    return logps, value_head(out.hidden_states[-1][:, :-1].float()).squeeze(-1)
+
+
+def _scores(reward_fn, prompts, texts, device) -> torch.Tensor:
+    scores = reward_fn(prompts, texts)
+    try:
+        scores = torch.as_tensor(scores, dtype=torch.float32).to(device)
+    except (TypeError, ValueError, RuntimeError):
+        raise TypeError(
+            f"reward(prompts, responses) must return a float tensor [B], got {type(scores).__name__}."
+        ) from None
+    if scores.shape != (len(texts),) or not bool(torch.isfinite(scores).all()):
+        raise ValueError(
+            f"reward(prompts, responses) must return {len(texts)} finite scores (shape "
+            f"[{len(texts)}]), got shape {list(scores.shape)}."
+        )
+    return scores
+
+
+@torch.no_grad()
+def _rollout(policy, ref_model, value_head, tokenizer, prompts, prompt_ids, reward_fn, cfg, generator):
+    """Sample, score and turn one batch of rollouts into advantages; returns a dict of ``[B, …]`` tensors."""
+    device = next(policy.parameters()).device
+    stop = cfg.stop_token_id if cfg.stop_token_id is not None else tokenizer.eos_token_id
+    which = torch.randint(len(prompts), (cfg.batch_size,), generator=generator).tolist()
+    seed = int(torch.randint(2**31 - 1, (1,), generator=generator))
+    ids = [prompt_ids[i] for i in which]
+    options = dict(eos_token_id=stop, allowed_token_ids=cfg.allowed_token_ids, seed=seed)
+    sampled = sample_token_ids(policy, ids, max_new_tokens=cfg.max_new_tokens, **options)
+    # sample_token_ids strips the stop token: a response shorter than max_new_tokens ended with it
+    completions = [y + [stop] if len(y) < cfg.max_new_tokens else y for y in sampled]
+    texts = [tokenizer.decode(y, skip_special_tokens=True) for y in completions]
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    batch = {k: v.to(device) for k, v in pad_sequences(ids, completions, pad_id).items()}
+    old_logps, old_values = _forward(policy, value_head, batch, cfg.allowed_token_ids)
+    ref_logps, _ = _forward(ref_model, None, batch, cfg.allowed_token_ids)
+    mask = response_mask(batch["labels"]).float()
+    scores = _scores(reward_fn, [prompts[i] for i in which], texts, device)
+    kl = (old_logps - ref_logps) * mask
+    rewards = -cfg.kl_coef * kl
+    last = mask.shape[1] - 1 - mask.flip(1).argmax(1)  # the final response token of each row
+    rewards[torch.arange(len(which), device=device), last] += scores
+    advantages, returns = gae(rewards, old_values * mask, mask, cfg.gamma, cfg.lam)
+    if cfg.whiten_advantages:
+        advantages = whiten(advantages, mask)
+    stats = {
+        "objective/kl": kl.sum(1).mean(),
+        "objective/scores": scores.mean(),
+        "objective/rlhf_reward": (scores - cfg.kl_coef * kl.sum(1)).mean(),
+        "objective/entropy": -(old_logps * mask).sum(1).mean(),
+        "val/mean": masked_mean(old_values, mask),
+    }
+    data = dict(batch, old_logps=old_logps, old_values=old_values * mask, mask=mask)
+    data.update(advantages=advantages, returns=returns)
+    return data, {k: float(v) for k, v in stats.items()}
+
+
+def _update(policy, value_head, mb: dict, cfg: PPOConfig) -> dict:
+    """Backward of L_clip + c_V L_V on one minibatch of rollouts (the step is the caller's); returns stats."""
+    logps, values = _forward(policy, value_head, mb, cfg.allowed_token_ids)
+    pg_loss, pg_stats = clipped_policy_loss(
+        logps, mb["old_logps"], mb["advantages"], mb["mask"], cfg.cliprange
+    )
+    vf_loss, vf_stats = clipped_value_loss(
+        values, mb["old_values"], mb["returns"], mb["mask"], cfg.cliprange_value
+    )
+    (pg_loss + cfg.vf_coef * vf_loss).backward()
+    return {"loss/policy": pg_loss.detach(), "loss/value": vf_loss.detach(), **pg_stats, **vf_stats}
+
+
+def train_ppo(policy, tokenizer, prompts, reward, config=None, *, ref_model=None, callback=None, **overrides):
+    """Train ``policy`` (a causal LM, in place) by PPO to maximise E[reward] − β_KL KL(π_θ ‖ π_ref).
+
+    ``prompts``: the prompt strings, drawn uniformly. ``reward``: a :class:`RewardModel` (scored on the decoded
+    text) or a callable ``(prompts, responses) -> tensor [B]`` such as the world's true reward. ``ref_model``:
+    π_ref, frozen in eval mode (default: a copy of ``policy`` taken before training). Settings: ``config=PPOConfig(...)``
+    or its fields as keywords (``kl_coef=0.1, steps=50``), not both. Returns the metrics history (one dict per
+    step, module docstring); ``callback(metrics)`` after each step. Same ``seed`` → same history.
+    """
+    if config is not None and overrides:
+        raise TypeError(
+            f"pass either config=PPOConfig(...) or keyword options, not both (got {sorted(overrides)})."
+        )
+    cfg = config if config is not None else PPOConfig(**overrides)
+    if not isinstance(cfg, PPOConfig):
+        raise TypeError(f"config must be a PPOConfig, got {type(cfg).__name__}.")
+    if isinstance(prompts, str) or not prompts or not all(isinstance(p, str) for p in prompts):
+        raise TypeError("prompts must be a non-empty list of strings (e.g. world.prompts).")
+    if not callable(reward):
+        raise TypeError(
+            f"reward must be a RewardModel or a callable (prompts, responses) -> tensor [B], got "
+            f"{type(reward).__name__}."
+        )
+    reward_fn = (lambda p, y: reward.score(tokenizer, p, y)) if isinstance(reward, RewardModel) else reward
+    generator = seed_everything(cfg.seed)
+    ref_model = copy.deepcopy(policy) if ref_model is None else ref_model
+    prepare_model(ref_model, cfg.device, train=False)
+    policy = prepare_model(policy, cfg.device, train=True)
+    device = next(policy.parameters()).device
+    value_head = torch.nn.Linear(policy.config.hidden_size, 1).to(device)
+    torch.nn.init.zeros_(value_head.weight)
+    torch.nn.init.zeros_(value_head.bias)
+    trained = torch.nn.ModuleList([policy, value_head])
+    optimizer = make_optimizer(trained, cfg.lr)
+    scheduler = warmup_scheduler(optimizer, cfg.warmup_steps)
+    prompt_ids = [encode_prompt(tokenizer, p) for p in prompts]
+    n_updates = cfg.ppo_epochs * -(-cfg.batch_size // cfg.mini_batch_size)
+    logger = MetricLogger(
+        cfg.steps, "PPO", progress=cfg.progress, callback=callback, show=("objective/scores", "objective/kl")
+    )
+    try:
+        for step in range(1, cfg.steps + 1):
+            data, stats = _rollout(
+                policy, ref_model, value_head, tokenizer, prompts, prompt_ids, reward_fn, cfg, generator
+            )
+            lr_now = scheduler.get_last_lr()[0]
+            sums = {}
+            for _ in range(cfg.ppo_epochs):
+                order = torch.randperm(cfg.batch_size, generator=generator).to(device)
+                for start in range(0, cfg.batch_size, cfg.mini_batch_size):
+                    mb = {k: v[order[start : start + cfg.mini_batch_size]] for k, v in data.items()}
+                    for key, value in _update(policy, value_head, mb, cfg).items():
+                        sums[key] = sums.get(key, 0.0) + float(value) / n_updates
+                    clip_and_step(trained, optimizer, scheduler, cfg.max_grad_norm)
+            logger.log({"step": step, "episode": step * cfg.batch_size, **stats, **sums, "lr": lr_now})
+    finally:
+        logger.close()
+    policy.eval()
+    return logger.history
+
+
+__all__ = ["PPOConfig", "clipped_policy_loss", "clipped_value_loss", "gae", "train_ppo", "whiten"]
