@@ -50,9 +50,10 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check $(LINT_PATHS)
 	$(VENV)/bin/ruff format --check $(LINT_PATHS)
 
-# Removes what the tools and the book generate; keeps .venv (remove it with `rm -rf .venv`).
+# Caches and build outputs in the repository. Keeps .venv (`rm -rf .venv` for a fresh install), runs/ and the
+# cache of trained reference models ($DPO_TEACH_CACHE, default ~/.cache/dpo_teach).
 clean:
-	rm -rf .pytest_cache .ruff_cache build dist *.egg-info runs .cache book/.ipynb_checkpoints
+	rm -rf .pytest_cache .ruff_cache build dist _build *.egg-info book/.ipynb_checkpoints
 	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +
 
 # ---------------------------------------------------------------------------------------------------------

@@ -16,7 +16,8 @@ def check_tensor(name: str, value, *, floating: bool = True) -> torch.Tensor:
     """Return ``value`` if it is a tensor (of a floating dtype when ``floating``), else raise ``TypeError``."""
     if not isinstance(value, torch.Tensor):
         raise TypeError(
-            f"{name} must be a torch.Tensor, got {type(value).__name__}; wrap it with torch.tensor(..., dtype=torch.float32)."
+            f"{name} must be a torch.Tensor, got {type(value).__name__}; "
+            "wrap it with torch.tensor(..., dtype=torch.float32)."
         )
     if floating and not value.is_floating_point():
         raise TypeError(
@@ -26,7 +27,7 @@ def check_tensor(name: str, value, *, floating: bool = True) -> torch.Tensor:
 
 
 def check_finite(name: str, value: torch.Tensor) -> torch.Tensor:
-    """Raise ``ValueError`` if ``value`` holds a NaN or ±inf (log-probs of -inf mean a zero-probability response)."""
+    """Raise ``ValueError`` if ``value`` holds a NaN or ±inf (a log-prob of -inf: a zero-probability response)."""
     if not bool(torch.isfinite(value).all()):
         bad = "NaN" if bool(torch.isnan(value).any()) else "inf"
         raise ValueError(

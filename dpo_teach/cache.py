@@ -18,6 +18,7 @@ mismatch, unreadable weights) is reported with a warning, deleted and rebuilt.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -27,6 +28,7 @@ import time
 import warnings
 from pathlib import Path
 
+import torch
 from transformers import AutoModelForCausalLM
 from transformers.utils import logging as hf_logging
 
@@ -66,8 +68,18 @@ def key_material(world, train_fn=None) -> dict:
         "world": world.config(),
         "model": world.model_config,
         "sft": world.sft_config,
-        "train_fn": f"{train_fn.__module__}.{train_fn.__qualname__}",
+        "train_fn": _recipe_name(train_fn),
     }
+
+
+def _recipe_name(fn) -> str:
+    """``module.qualname`` of a training function (of its class for a callable object); a ``functools.partial``
+    adds its bound arguments, which change what is trained."""
+    if isinstance(fn, functools.partial):
+        bound = [repr(a) for a in fn.args] + [f"{k}={v!r}" for k, v in sorted(fn.keywords.items())]
+        return f"{_recipe_name(fn.func)}({', '.join(bound)})"
+    owner = fn if hasattr(fn, "__qualname__") else type(fn)
+    return f"{owner.__module__}.{owner.__qualname__}"
 
 
 def cache_path(world, cache_dir=None, train_fn=None) -> Path:
@@ -121,6 +133,10 @@ def _load(entry: Path, material: dict):
             model = AutoModelForCausalLM.from_pretrained(entry, local_files_only=True, trust_remote_code=False)
     except Exception as err:  # safetensors, JSON and config errors all mean the same thing here
         raise CorruptCacheEntry(f"the checkpoint cannot be loaded ({type(err).__name__}: {err})") from err
+    # from_pretrained memory-maps the weights file; copy them so that the model never changes with the file
+    with torch.no_grad():
+        for tensor in [*model.parameters(), *model.buffers()]:
+            tensor.data = tensor.data.clone()
     return model.eval()
 
 

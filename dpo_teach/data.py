@@ -267,13 +267,12 @@ def pad_sequences(
     """
     seqs = [p + c for p, c in zip(prompt_ids, completion_ids, strict=True)]
     width = max(len(s) for s in seqs)
-    input_ids = torch.full((len(seqs), width), pad_token_id, dtype=torch.long)
-    attention_mask = torch.zeros((len(seqs), width), dtype=torch.long)
-    labels = torch.full((len(seqs), width), -100, dtype=torch.long)
-    for b, (p, s) in enumerate(zip(prompt_ids, seqs, strict=True)):
-        input_ids[b, : len(s)] = torch.tensor(s)
-        attention_mask[b, : len(s)] = 1
-        labels[b, len(p) : len(s)] = input_ids[b, len(p) : len(s)]
+    input_ids = torch.tensor([s + [pad_token_id] * (width - len(s)) for s in seqs], dtype=torch.long)
+    ends = torch.tensor([len(s) for s in seqs])[:, None]
+    starts = torch.tensor([len(p) for p in prompt_ids])[:, None]
+    position = torch.arange(width)[None, :]
+    attention_mask = (position < ends).long()
+    labels = input_ids.masked_fill((position < starts) | (position >= ends), -100)
     if allowed_token_ids is not None:
         allowed = torch.as_tensor(allowed_token_ids, dtype=torch.long)
         labels[~torch.isin(labels, allowed)] = -100

@@ -41,7 +41,7 @@ BATCH_KEYS = (
 
 
 def response_mask(labels: torch.Tensor) -> torch.Tensor:
-    """Bool ``[B, T-1]``: True where ``labels[:, 1:]`` is a response token (not ``-100``), aligned with ``logits[:, :-1]``."""
+    """Bool ``[B, T-1]``: True where ``labels[:, 1:]`` is a response token (not -100); aligned with logits[:, :-1]."""
     return labels[:, 1:] != IGNORE_INDEX
 
 
@@ -51,7 +51,7 @@ def response_lengths(labels: torch.Tensor) -> torch.Tensor:
 
 
 def _blocks(mask: torch.Tensor, vocab: int):
-    """Yield ``(b0, b1, t0, t1)`` blocks of ≤ ``_BLOCK_ELEMENTS`` logits that cover every True entry of ``mask``."""
+    """Yield ``(b0, b1, t0, t1)`` blocks of ≤ ``_BLOCK_ELEMENTS`` logits covering every True entry of ``mask``."""
     batch, steps = mask.shape
     rows = max(1, _BLOCK_ELEMENTS // max(1, steps * vocab))
     for b0 in range(0, batch, rows):
@@ -69,7 +69,8 @@ class _TokenLogps(torch.autograd.Function):
     """log π(y_t) = logits[t, y_t] − logsumexp(logits[t]) for t < T-1, computed and differentiated in blocks.
 
     Inputs: logits ``[B, T, V]`` (any float dtype), targets ``[B, T-1]`` (valid ids), mask ``[B, T-1]``.
-    Output: ``[B, T-1]`` in float32 (float64 for float64 logits), zero where ``mask`` is False. Gradient: mask · g · (one_hot(y_t) − softmax).
+    Output: ``[B, T-1]`` in float32 (float64 for float64 logits), zero where ``mask`` is False.
+    Gradient w.r.t. logits[t]: mask · g · (one_hot(y_t) − softmax(logits[t])), written block by block.
     """
 
     @staticmethod
@@ -106,8 +107,8 @@ def _allowed_tensor(allowed_token_ids, vocab: int, device) -> torch.Tensor:
         ids = torch.tensor(list(allowed_token_ids), dtype=torch.long)
     else:
         raise TypeError(
-            f"allowed_token_ids must be a 1-D LongTensor or a list of ints, got {type(allowed_token_ids).__name__}; "
-            "pass world.allowed_token_ids (or None for the full vocabulary)."
+            "allowed_token_ids must be a 1-D LongTensor or a list of ints, got "
+            f"{type(allowed_token_ids).__name__}; pass world.allowed_token_ids (or None for the full vocabulary)."
         )
     if ids.dim() != 1 or ids.numel() == 0 or ids.is_floating_point() or ids.dtype == torch.bool:
         raise ValueError("allowed_token_ids must be a non-empty 1-D list/tensor of integer token ids.")
@@ -132,8 +133,8 @@ def _check_logits_labels(logits, labels) -> None:
         )
     if labels.shape != logits.shape[:2]:
         raise ValueError(
-            f"labels shape {list(labels.shape)} must equal logits.shape[:2] = {list(logits.shape[:2])}; labels are "
-            "the input ids with prompt and padding set to -100 (not shifted - the shift happens here)."
+            f"labels shape {list(labels.shape)} must equal logits.shape[:2] = {list(logits.shape[:2])}; "
+            "labels are the input ids with prompt and padding set to -100 (not shifted - the shift happens here)."
         )
     if labels.shape[1] < 2:
         raise ValueError("sequences must have length >= 2 (a prompt token and at least one response token).")
@@ -149,8 +150,9 @@ def _check_logits_labels(logits, labels) -> None:
 
 
 def per_token_logps(logits: torch.Tensor, labels: torch.Tensor, allowed_token_ids=None) -> torch.Tensor:
-    """Float32 (float64 for float64 logits) ``[B, T-1]``: log π(labels[:, t+1] | ·) at response positions, 0 at ignored ones.
+    """Per-token log-probs ``[B, T-1]``: log π(labels[:, t+1] | ·) at response positions, 0 at ignored ones.
 
+    Float32 (float64 for float64 logits).
     ``logits`` ``[B, T, V]``; ``labels`` ``[B, T]`` (-100 on prompt and padding). With ``allowed_token_ids``
     (K ids) the log-softmax is over ``logits[..., allowed_token_ids]`` and every response label must be allowed.
     """
@@ -178,7 +180,9 @@ def per_token_logps(logits: torch.Tensor, labels: torch.Tensor, allowed_token_id
 
 
 def sequence_logps(logits: torch.Tensor, labels: torch.Tensor, average: bool = False, allowed_token_ids=None):
-    """Sequence log-probs, float32 ``[B]`` (float64 for float64 logits): Σ_t log π(y_t | x, y_<t) over response tokens (mean if ``average``).
+    """Sequence log-probs ``[B]``: Σ_t log π(y_t | x, y_<t) over response tokens (the mean if ``average``).
+
+    Float32 whatever the logits' dtype (float64 for float64 logits).
 
     Args:
         logits: ``[B, T, V]`` model output for the whole sequence ``x ⊕ y`` (any float dtype; upcast here).

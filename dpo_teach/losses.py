@@ -48,7 +48,7 @@ def dpo_loss(
     beta=0.1,
     label_smoothing=0.0,
 ):
-    """DPO (Rafailov et al. 2023, Eq. 7), TRL's ``"sigmoid"``; conservative DPO (cDPO) when ``label_smoothing`` = ε > 0.
+    """DPO (Rafailov et al. 2023, Eq. 7), TRL's ``"sigmoid"``; conservative DPO (cDPO) when label_smoothing ε > 0.
 
         L = −(1 − ε) log σ(β h) − ε log σ(−β h),   h = log π_θ(y_w)/π_ref(y_w) − log π_θ(y_l)/π_ref(y_l)
 
@@ -202,7 +202,7 @@ def kto_loss(
 
 
 def log1mexp(x: torch.Tensor) -> torch.Tensor:
-    """log(1 − eˣ) for x < 0, stable at both ends (Mächler 2012): log(−expm1(x)) near 0, log1p(−eˣ) below −log 2."""
+    """log(1 − eˣ) for x < 0, stable at both ends (Mächler 2012): log(−expm1(x)) near 0, else log1p(−eˣ)."""
     return torch.where(x > -math.log(2), torch.log(-torch.expm1(x)), torch.log1p(-torch.exp(x)))
 
 

@@ -37,14 +37,14 @@ def build_word_tokenizer(words, *, model_max_length: int = 64) -> PreTrainedToke
     words = list(words)
     if not words or not all(isinstance(w, str) and w and not w.isspace() for w in words):
         raise ValueError("words must be a non-empty list of non-empty strings (the vocabulary, one word each).")
-    bad = [w for w in words if pre_tokenizers.Whitespace().pre_tokenize_str(w) != [(w, (0, len(w)))]]
-    if bad:
-        raise ValueError(f"words {bad} would be split by the pre-tokenizer; use words of letters/digits or one "
-                         "punctuation run each, without spaces.")
     dupes = sorted({w for w in words if words.count(w) > 1} | {w for w in words if w in SPECIAL_TOKENS})
     if dupes:
         raise ValueError(f"words contains repeated or reserved entries {dupes}; list each word once, without "
                          f"the special tokens {SPECIAL_TOKENS}.")
+    bad = [w for w in words if pre_tokenizers.Whitespace().pre_tokenize_str(w) != [(w, (0, len(w)))]]
+    if bad:
+        raise ValueError(f"words {bad} would be split by the pre-tokenizer; use words of letters/digits or one "
+                         "punctuation run each, without spaces.")
     vocab = {token: i for i, token in enumerate([*SPECIAL_TOKENS, *words])}
     backend = Tokenizer(WordLevel(vocab=vocab, unk_token=UNK))
     backend.pre_tokenizer = pre_tokenizers.Whitespace()

@@ -115,19 +115,23 @@ def tabular_dpo(
 ) -> TabularRun:
     """Minimise the population loss over free logits θ [X, K] on ``world``, from θ = log π_ref (or ``init_logps``).
 
-    Full-batch Adam in float64 (lr halved when the loss plateaus), deterministic (nothing is sampled). At step 0 (π_θ = the start), every
-    ``log_every`` updates and after the last, the history gets ``step`` (updates so far), ``loss`` and ``world.evaluate(π_θ, beta)``'s exact metrics (``kl_to_optimal``,
-    ``kl_to_ref``, ``expected_reward``, ``objective``). Returns a :class:`TabularRun`.
+    Args: ``world`` a :class:`~dpo_teach.worlds.BanditWorld` (``ref_logps``, ``rewards``, ``evaluate``); ``loss``
+    as in :func:`population_loss`, with ``loss_kwargs``; ``deterministic`` labels as in :func:`comparison_probs`.
+    Full-batch Adam in float64, with lr halved whenever the loss stops improving; nothing is sampled, so a run
+    is deterministic. The ``history`` gets one dict at step 0 (the start), every ``log_every`` updates and after
+    the last: ``step`` (updates so far), ``loss`` and the exact metrics of ``world.evaluate(π_θ, beta)``
+    (``kl_to_optimal``, ``kl_to_ref``, ``expected_reward``, ``objective``). Returns a :class:`TabularRun`.
     """
     beta = check_positive("beta", beta)
     lr = check_positive("lr", lr)
     for name, value in (("steps", steps), ("log_every", log_every)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be a positive int, got {value!r}.")
+    _resolve_loss(loss)  # fail before any work on a bad loss
     ref_logps, rewards = world.ref_logps.double(), world.rewards.double()
     probs = comparison_probs(ref_logps, rewards, deterministic)
-    theta = (ref_logps if init_logps is None else check_normalised("init_logps", init_logps).double()).clone()
-    theta.requires_grad_(True)
+    start = ref_logps if init_logps is None else check_normalised("init_logps", init_logps).double()
+    theta = start.clone().requires_grad_(True)
     optimizer = torch.optim.Adam([theta], lr=lr)
     # Near the optimum Adam's step stays ~lr however small the gradient gets, so a converged run jitters
     # (KL(π_θ‖π*) jumps from 1e-16 back to 1e-6). Halving lr whenever the loss stops improving settles it.
@@ -139,16 +143,24 @@ def tabular_dpo(
         policy = torch.log_softmax(theta.detach(), -1)
         history.append({"step": step, "loss": value.item(), **world.evaluate(policy, beta)})
 
-    for step in tqdm(range(steps), desc=f"tabular {getattr(loss, '__name__', loss)}", disable=not progress):
-        optimizer.zero_grad()
-        value = population_loss(torch.log_softmax(theta, -1), ref_logps, probs, beta, loss, **kwargs)
-        if step % log_every == 0:
-            record(step, value)
-        value.backward()
-        optimizer.step()
-        schedule.step(value.item())
-    with torch.no_grad():
-        record(steps, population_loss(torch.log_softmax(theta, -1), ref_logps, probs, beta, loss, **kwargs))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny tensors: a thread pool only adds overhead (60x on a busy 2-core CPU)
+    try:
+        label = loss if isinstance(loss, str) else getattr(loss, "name", getattr(loss, "__name__", "loss"))
+        for step in tqdm(range(steps), desc=f"tabular {label}", disable=not progress):
+            optimizer.zero_grad()
+            value = population_loss(torch.log_softmax(theta, -1), ref_logps, probs, beta, loss, **kwargs)
+            if step % log_every == 0:
+                record(step, value)
+            value.backward()
+            optimizer.step()
+            schedule.step(value.item())
+        with torch.no_grad():
+            record(
+                steps, population_loss(torch.log_softmax(theta, -1), ref_logps, probs, beta, loss, **kwargs)
+            )
+    finally:
+        torch.set_num_threads(threads)
     return TabularRun(torch.log_softmax(theta.detach(), -1), history)
 
 

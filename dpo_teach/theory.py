@@ -54,7 +54,7 @@ def log_partition_function(ref_logps, rewards, beta) -> torch.Tensor:
 
 
 def partition_function(ref_logps, rewards, beta) -> torch.Tensor:
-    """Z(x) = Σ_y π_ref(y|x) exp(r(x, y)/β). Overflows to inf for small β; prefer :func:`log_partition_function`."""
+    """Z(x) = Σ_y π_ref(y|x) exp(r(x, y)/β). Overflows for small β; prefer :func:`log_partition_function`."""
     return log_partition_function(ref_logps, rewards, beta).exp()
 
 

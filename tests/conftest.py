@@ -23,3 +23,10 @@ def tmp_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     cache.mkdir()
     monkeypatch.setenv("DPO_TEACH_CACHE", str(cache))
     return cache
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Time every notebook nbval runs (tests/nbval_timing.py): printed at the end, written for the budget."""
+    from nbval_timing import register
+
+    register(config)

@@ -122,7 +122,8 @@ def _run(toy, reward=_count_a, **kw):
     tok, allowed = toy
     model = tiny_gpt2(tok, n_layer=1, n_embd=32, n_head=2, seed=0)
     options = dict(steps=3, batch_size=16, mini_batch_size=8, ppo_epochs=2, max_new_tokens=3, progress=False)
-    options.update(allowed_token_ids=allowed, **kw)
+    options["allowed_token_ids"] = allowed
+    options.update(kw)
     return model, train_ppo(model, tok, ["q :", "r q :"], reward, **options)
 
 
@@ -165,6 +166,27 @@ def test_same_seed_same_history_and_a_different_seed_differs(toy):
     _, h3 = _run(toy, seed=4)
     assert h1 == h2
     assert h1 != h3
+
+
+def test_a_copy_of_a_frozen_reference_still_trains(toy):
+    tok, allowed = toy
+    ref = tiny_gpt2(tok, n_layer=1, n_embd=32, n_head=2).requires_grad_(False)  # as a trainer leaves π_ref
+    policy = copy.deepcopy(ref)
+    train_ppo(
+        policy,
+        tok,
+        ["q :"],
+        _count_a,
+        ref_model=ref,
+        steps=1,
+        batch_size=8,
+        mini_batch_size=8,
+        max_new_tokens=2,
+        allowed_token_ids=allowed,
+        progress=False,
+    )
+    changed = [not torch.equal(p, q) for p, q in zip(policy.parameters(), ref.parameters(), strict=True)]
+    assert all(changed[:3]) and sum(changed) > len(changed) // 2
 
 
 def test_ppo_raises_a_toy_reward(toy):
@@ -229,7 +251,9 @@ def world_and_ref():
 
 
 BETA = 0.5
-PPO_SETTINGS = dict(steps=40, batch_size=64, mini_batch_size=32, ppo_epochs=4, lr=1e-3, kl_coef=BETA, seed=0)
+PPO_SETTINGS = dict(
+    steps=50, batch_size=128, mini_batch_size=64, ppo_epochs=2, lr=1e-3, vf_coef=0.5, kl_coef=BETA
+)
 
 
 def _ppo_on_world(world, ref, reward):
@@ -260,11 +284,11 @@ def test_ppo_with_the_true_reward_raises_it_at_bounded_kl(world_and_ref):
     after = world.evaluate(_ppo_on_world(world, ref, true_reward), ref_logps, BETA)
     optimum = world.evaluate(world.optimal_policy(BETA, ref_logps), ref_logps, BETA)
     objective = lambda e: e["expected_reward"] - BETA * e["kl_to_ref"]
-    assert after["expected_reward"] > before["expected_reward"] + 0.6
+    assert after["expected_reward"] > before["expected_reward"] + 1.0
     assert after["kl_to_ref"] < 2.0
-    # PPO optimises the same objective π*_β maximises: it closes more than half of the gap to it
-    assert objective(after) - objective(before) > 0.5 * (objective(optimum) - objective(before))
-    assert after["kl_to_optimal"] < 0.6 * before["kl_to_optimal"]
+    # PPO optimises the objective that π*_β maximises: it closes most of the gap to it
+    assert objective(after) - objective(before) > 0.6 * (objective(optimum) - objective(before))
+    assert after["kl_to_optimal"] < 0.5 * before["kl_to_optimal"]
 
 
 @pytest.mark.slow
@@ -285,4 +309,4 @@ def test_ppo_with_a_learned_reward_model_raises_the_true_reward_at_bounded_kl(wo
     before = world.evaluate(ref, ref_logps, BETA)
     after = world.evaluate(_ppo_on_world(world, ref, reward_model), ref_logps, BETA)
     assert after["expected_reward"] > before["expected_reward"] + 0.3
-    assert after["kl_to_ref"] < 2.0
+    assert after["kl_to_ref"] < 1.5

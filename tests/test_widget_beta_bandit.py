@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from dpo_teach.widgets.beta_bandit import (
+    CSS_PLOT,
     CSS_READOUT,
     CSS_ROOT,
     CSS_SLIDER,
@@ -46,7 +47,9 @@ def world() -> BanditWorld:
 def test_beta_view_matches_closed_form(world, beta):
     view = beta_view(world, beta)
     pi, reward, kl = closed_form(world, beta)
-    torch.testing.assert_close(view["policy_probs"], torch.tensor(pi, dtype=torch.float64), atol=1e-12, rtol=0)
+    torch.testing.assert_close(
+        view["policy_probs"], torch.tensor(pi, dtype=torch.float64), atol=1e-12, rtol=0
+    )
     assert view["expected_reward"] == pytest.approx(reward, abs=1e-10)
     assert view["kl"] == pytest.approx(kl, abs=1e-10)
     # J(π*) = E[r] − β KL = β log Z: the Gibbs rewrite at its maximum.
@@ -57,7 +60,9 @@ def test_beta_view_other_prompt():
     world = BanditWorld(n_responses=5, n_prompts=3, seed=4)
     pi, reward, kl = closed_form(world, 0.4, prompt=2)
     view = beta_view(world, 0.4, prompt=2)
-    torch.testing.assert_close(view["policy_probs"], torch.tensor(pi, dtype=torch.float64), atol=1e-12, rtol=0)
+    torch.testing.assert_close(
+        view["policy_probs"], torch.tensor(pi, dtype=torch.float64), atol=1e-12, rtol=0
+    )
     assert view["kl"] == pytest.approx(kl, abs=1e-10)
 
 
@@ -94,6 +99,7 @@ def test_hooks_for_browser_tests(world):
     assert CSS_SLIDER in explorer.slider._dom_classes
     assert CSS_READOUT in explorer.readout._dom_classes
     assert CSS_ROOT in explorer.widget._dom_classes
+    assert CSS_PLOT in explorer.image._dom_classes
     assert "application/vnd.jupyter.widget-view+json" in explorer._repr_mimebundle_()
 
 
@@ -130,3 +136,11 @@ def test_bad_world_and_prompt(world):
         beta_view(world, 1.0, prompt=3)
     with pytest.raises(TypeError, match="prompt"):
         beta_view(world, 1.0, prompt=0.0)
+
+
+def test_image_is_redrawn(world):
+    explorer = beta_explorer(world, beta=1.0)
+    before = explorer.image.value
+    assert before[:8] == b"\x89PNG\r\n\x1a\n"
+    explorer.update(0.05)
+    assert explorer.image.value[:8] == b"\x89PNG\r\n\x1a\n" and explorer.image.value != before

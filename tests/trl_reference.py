@@ -96,7 +96,7 @@ def _common_args(tmp_path) -> dict:
 
 
 def build_dpo_trainer(policy, reference, tokenizer, tmp_path, *, rows=PREFERENCE_ROWS, **config):
-    """``trl.DPOTrainer`` with ``DPOConfig(**config)`` (e.g. ``loss_type=["ipo"]``, ``beta``, ``label_smoothing``)."""
+    """``trl.DPOTrainer`` with ``DPOConfig(**config)``, e.g. ``loss_type=["ipo"]``, ``beta``, ``label_smoothing``."""
     from trl import DPOConfig, DPOTrainer
 
     args = DPOConfig(**_common_args(tmp_path), **config)

@@ -59,7 +59,7 @@ MATHJAX_HEAD = r"""
 MathJax.Hub.Config({
   tex2jax: {inlineMath: [['$','$'], ['\\(','\\)']], displayMath: [['$$','$$'], ['\\[','\\]']],
             processEscapes: true, processEnvironments: true},
-  TeX: {equationNumbers: {autoNumber: "AMS", useLabelIds: true}},
+  TeX: {extensions: ["autoload-all.js"], equationNumbers: {autoNumber: "AMS", useLabelIds: true}},
   "HTML-CSS": {availableFonts: [], webFont: "STIX-Web", imageFont: null, preferredFont: null,
                linebreaks: {automatic: true}},
   showMathMenu: false, messageStyle: "none"

@@ -51,13 +51,18 @@ def check_same_preferences(answer, rewards) -> Verdict:
         )
     answer, rewards = answer.double(), rewards.double()
     if bool(torch.allclose(answer, rewards, atol=_ATOL, rtol=0)):
-        return Verdict(False, "that is r itself; find a *different* reward that no comparison can tell apart from r.")
+        return Verdict(
+            False, "that is r itself; find a *different* reward that no comparison can tell apart from r."
+        )
     gap = (_pairwise_probs(answer) - _pairwise_probs(rewards)).abs()
     if float(gap.max()) < _ATOL:
         shift = (answer - rewards).mean(-1)
         shown = f"{float(shift):.3g}" if shift.numel() == 1 else str([round(s, 3) for s in shift.tolist()])
-        return Verdict(True, f"you shifted every reward by c = {shown}: σ(r_a − r_b) sees only differences, so "
-                       "no amount of preference data can tell the two rewards apart.")
+        return Verdict(
+            True,
+            f"you shifted every reward by c = {shown}: σ(r_a − r_b) sees only differences, so "
+            "no amount of preference data can tell the two rewards apart.",
+        )
     flat = int(gap.reshape(-1).argmax())
     k = rewards.shape[-1]
     a, b = (flat // k) % k, flat % k
@@ -66,8 +71,13 @@ def check_same_preferences(answer, rewards) -> Verdict:
     hint = "Bradley–Terry depends only on the differences r_a − r_b; which change leaves all of them alone?"
     scale = float((answer * rewards).sum() / (rewards * rewards).sum().clamp_min(1e-12))
     if bool(torch.allclose(answer, scale * rewards, atol=_ATOL, rtol=0)):
-        hint = "scaling r multiplies every difference r_a − r_b, so the probabilities sharpen or flatten; " + hint
-    return Verdict(False, f"P(y_{a} ≻ y_{b}) is {p_answer:.4f} under your reward but {p_truth:.4f} under r. {hint}")
+        hint = (
+            "scaling r multiplies every difference r_a − r_b, so the probabilities sharpen or flatten; "
+            + hint
+        )
+    return Verdict(
+        False, f"P(y_{a} ≻ y_{b}) is {p_answer:.4f} under your reward but {p_truth:.4f} under r. {hint}"
+    )
 
 
 def check_objective_value(answer, policy_logps, ref_logps, rewards, beta) -> Verdict:
@@ -81,7 +91,9 @@ def check_objective_value(answer, policy_logps, ref_logps, rewards, beta) -> Ver
     for name, value in (("policy_logps", policy_logps), ("ref_logps", ref_logps), ("rewards", rewards)):
         check_tensor(name, value)
         if value.dim() != 1:
-            raise ValueError(f"{name} must be 1-D (one entry per response of one prompt), got {list(value.shape)}.")
+            raise ValueError(
+                f"{name} must be 1-D (one entry per response of one prompt), got {list(value.shape)}."
+            )
     check_normalised("policy_logps", policy_logps)
     check_normalised("ref_logps", ref_logps)
     check_finite("rewards", rewards)
@@ -97,14 +109,19 @@ def check_objective_value(answer, policy_logps, ref_logps, rewards, beta) -> Ver
         (reward, "this is E_π[r] alone; subtract the penalty β KL(π‖π_ref)."),
         (reward + beta * kl, "sign slip: the KL term is a penalty, subtract β KL(π‖π_ref)."),
         (reward - kl, "the KL term is missing its factor β."),
-        (reward - beta * float(kl_divergence(ref_logps, policy_logps)),
-         "you used KL(π_ref‖π); the objective penalises KL(π‖π_ref) = Σ π log(π/π_ref), weighted by π."),
+        (
+            reward - beta * float(kl_divergence(ref_logps, policy_logps)),
+            "you used KL(π_ref‖π); the objective penalises KL(π‖π_ref) = Σ π log(π/π_ref), weighted by π.",
+        ),
     ]
     for value, message in slips:
         if close(value):
             return Verdict(False, message)
-    return Verdict(False, f"{answer:.4f} is off; compute E_π[r] = Σ π(y) r(y) and KL = Σ π(y) log(π(y)/π_ref(y)) "
-                   f"separately (E_π[r] should come out as {reward:.4f}) and combine them as E_π[r] − β KL.")
+    return Verdict(
+        False,
+        f"{answer:.4f} is off; compute E_π[r] = Σ π(y) r(y) and KL = Σ π(y) log(π(y)/π_ref(y)) "
+        f"separately (E_π[r] should come out as {reward:.4f}) and combine them as E_π[r] − β KL.",
+    )
 
 
 __all__ = ["check_objective_value", "check_same_preferences"]

@@ -23,7 +23,9 @@ def _one_prompt(ref_logps, rewards) -> tuple[torch.Tensor, torch.Tensor]:
     for name, value in (("ref_logps", ref_logps), ("rewards", rewards)):
         check_tensor(name, value)
         if value.dim() != 1:
-            raise ValueError(f"{name} must be 1-D (one entry per response of one prompt), got {list(value.shape)}.")
+            raise ValueError(
+                f"{name} must be 1-D (one entry per response of one prompt), got {list(value.shape)}."
+            )
     if ref_logps.shape != rewards.shape:
         raise ValueError(
             f"ref_logps {list(ref_logps.shape)} and rewards {list(rewards.shape)} must have the same length."
@@ -45,22 +47,31 @@ def check_log_partition(answer, ref_logps, rewards, beta) -> Verdict:
     truth = float(log_partition_function(ref_logps, rewards, beta))
     close = lambda value: math.isfinite(value) and math.isclose(answer, value, rel_tol=1e-4, abs_tol=1e-4)
     if close(truth):
-        return Verdict(True, f"log Z = {truth:.4f}; the best achievable objective is β log Z = {beta * truth:.4f}.")
+        return Verdict(
+            True, f"log Z = {truth:.4f}; the best achievable objective is β log Z = {beta * truth:.4f}."
+        )
     k = rewards.numel()
     slips = [
         (math.exp(truth) if truth < 700 else math.inf, "this is Z itself; the exercise asks for log Z."),
         (beta * truth, "this is β log Z (the objective's maximum value, J(π*)); divide by β."),
-        (float(torch.logsumexp(rewards / beta, 0)),
-         "π_ref is missing: each exp(r(y)/β) must be weighted by π_ref(y) (Z is an expectation under π_ref)."),
-        (float(torch.logsumexp(rewards / beta, 0)) - math.log(k),
-         "you weighted every response by 1/K; weight exp(r(y)/β) by π_ref(y) instead."),
+        (
+            float(torch.logsumexp(rewards / beta, 0)),
+            "π_ref is missing: each exp(r(y)/β) must be weighted by π_ref(y) (Z is an expectation under π_ref).",
+        ),
+        (
+            float(torch.logsumexp(rewards / beta, 0)) - math.log(k),
+            "you weighted every response by 1/K; weight exp(r(y)/β) by π_ref(y) instead.",
+        ),
         (float(torch.logsumexp(ref_logps + rewards * beta, 0)), "the exponent is r(y)/β, not r(y)·β."),
     ]
     for value, message in slips:
         if close(value):
             return Verdict(False, message)
-    return Verdict(False, f"{answer:.4f} is off; compute Σ_y π_ref(y)·exp(r(y)/β) and take its log "
-                   "(torch.logsumexp(ref_logps + rewards / beta, 0) does both without overflow).")
+    return Verdict(
+        False,
+        f"{answer:.4f} is off; compute Σ_y π_ref(y)·exp(r(y)/β) and take its log "
+        "(torch.logsumexp(ref_logps + rewards / beta, 0) does both without overflow).",
+    )
 
 
 def check_beta_for_kl(answer, ref_logps, rewards, target_kl) -> Verdict:
@@ -85,11 +96,15 @@ def check_beta_for_kl(answer, ref_logps, rewards, target_kl) -> Verdict:
     kl = float(kl_divergence(optimal_policy(ref_logps, rewards, answer), ref_logps))
     if abs(kl - target_kl) <= KL_TOLERANCE:
         return Verdict(True, f"at β = {answer:.4g}, KL(π*_β‖π_ref) = {kl:.4f} nats (target {target_kl:g}).")
-    direction = "increase β (a larger β keeps π* closer to π_ref)" if kl > target_kl else (
-        "decrease β (a smaller β lets π* move further from π_ref)"
+    if kl > target_kl:
+        direction = "increase β (a larger β keeps π* closer to π_ref)"
+    else:
+        direction = "decrease β (a smaller β lets π* move further from π_ref)"
+    return Verdict(
+        False,
+        f"at β = {answer:.4g}, KL(π*_β‖π_ref) = {kl:.4f} nats, not {target_kl:g} "
+        f"(± {KL_TOLERANCE:g}): {direction}. KL falls monotonically with β, so bisection finds it.",
     )
-    return Verdict(False, f"at β = {answer:.4g}, KL(π*_β‖π_ref) = {kl:.4f} nats, not {target_kl:g} "
-                   f"(± {KL_TOLERANCE:g}): {direction}. KL falls monotonically with β, so bisection finds it.")
 
 
 __all__ = ["KL_TOLERANCE", "check_beta_for_kl", "check_log_partition"]

@@ -41,10 +41,15 @@ def check_canonical_reward(answer, reward, ref_logps, beta) -> Verdict:
     shift = beta * log_partition_function(ref_logps, reward, beta).unsqueeze(-1)  # β log Z(x), [P, 1]
     truth = reward - shift
     if _close(answer, truth):
-        return Verdict(True, "r − β log Z(x) = β log π*/π_ref; π_ref·exp(answer/β) sums to 1 for every prompt.")
+        return Verdict(
+            True, "r − β log Z(x) = β log π*/π_ref; π_ref·exp(answer/β) sums to 1 for every prompt."
+        )
     if _close(answer, reward):
-        return Verdict(False, "that is the reward itself; it is in the right class but π_ref·exp(r/β) sums to "
-                       "Z(x), not 1. Subtract β log Z(x) from every reward of prompt x.")
+        return Verdict(
+            False,
+            "that is the reward itself; it is in the right class but π_ref·exp(r/β) sums to "
+            "Z(x), not 1. Subtract β log Z(x) from every reward of prompt x.",
+        )
     if _close(answer, reward + shift):
         return Verdict(False, "sign slip: you added β log Z(x); subtract it instead (r = r̂ + β log Z(x)).")
     if _close(answer, truth / beta):
@@ -54,12 +59,18 @@ def check_canonical_reward(answer, reward, ref_logps, beta) -> Verdict:
     offset = answer - truth  # constant along responses iff the answer is in the class of r
     if bool((offset.max(-1).values - offset.min(-1).values < _ATOL).all()):
         sums = (ref_logps + answer / beta).exp().sum(-1)
-        return Verdict(False, "right class (it differs from r by a per-prompt constant), but not of the form "
-                       f"β log π/π_ref: Σ_y π_ref·exp(answer/β) = {[round(s, 3) for s in sums.tolist()]} per "
-                       "prompt, where it should be 1. Choose the per-prompt constant that makes it 1.")
+        return Verdict(
+            False,
+            "right class (it differs from r by a per-prompt constant), but not of the form "
+            f"β log π/π_ref: Σ_y π_ref·exp(answer/β) = {[round(s, 3) for s in sums.tolist()]} per "
+            "prompt, where it should be 1. Choose the per-prompt constant that makes it 1.",
+        )
     spread = (offset.max(-1).values - offset.min(-1).values).max().item()
-    return Verdict(False, f"answer − r varies across the responses of a prompt (by up to {spread:.3g}), so "
-                   "the answer is not even in the class of r: only subtract a function of the prompt x.")
+    return Verdict(
+        False,
+        f"answer − r varies across the responses of a prompt (by up to {spread:.3g}), so "
+        "the answer is not even in the class of r: only subtract a function of the prompt x.",
+    )
 
 
 def check_plackett_luce_prob(answer, rewards, ranking) -> Verdict:
@@ -85,14 +96,21 @@ def check_plackett_luce_prob(answer, rewards, ranking) -> Verdict:
     r = rewards.double()
     full_denominators = math.exp(sum(r[i].item() - torch.logsumexp(r, 0).item() for i in ranking.tolist()))
     if math.isclose(answer, full_denominators, rel_tol=1e-4):
-        return Verdict(False, "each denominator must sum only over the responses not yet placed "
-                       "(Σ_{j ≥ k}), not over all of them.")
+        return Verdict(
+            False,
+            "each denominator must sum only over the responses not yet placed "
+            "(Σ_{j ≥ k}), not over all of them.",
+        )
     reversed_prob = plackett_luce_logprob(r, ranking.flip(0)).exp().item()
     if ranking.numel() == r.numel() and math.isclose(answer, reversed_prob, rel_tol=1e-4):
-        return Verdict(False, "this is the probability of the reversed ranking; τ lists the best response first.")
+        return Verdict(
+            False, "this is the probability of the reversed ranking; τ lists the best response first."
+        )
     if not 0.0 <= answer <= 1.0:
         return Verdict(False, f"{answer:.4g} is not a probability; it must lie in [0, 1].")
-    return Verdict(False, f"{answer:.6f} is off; multiply, for k = 1..K, exp r(y_τ(k)) / Σ_(j ≥ k) exp r(y_τ(j)).")
+    return Verdict(
+        False, f"{answer:.6f} is off; multiply, for k = 1..K, exp r(y_τ(k)) / Σ_(j ≥ k) exp r(y_τ(j))."
+    )
 
 
 __all__ = ["check_canonical_reward", "check_plackett_luce_prob"]

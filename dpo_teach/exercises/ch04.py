@@ -34,17 +34,26 @@ def check_weight_margin(answer, beta, weight=0.1) -> Verdict:
     truth = math.log((1 - weight) / weight) / beta
     close = lambda value: math.isclose(answer, value, rel_tol=1e-3, abs_tol=1e-6)
     if close(truth):
-        return Verdict(True, f"h = ln((1 − w)/w)/β = {truth:.4g}: the reward margin βh is {beta * truth:.4g}.")
+        return Verdict(
+            True, f"h = ln((1 − w)/w)/β = {truth:.4g}: the reward margin βh is {beta * truth:.4g}."
+        )
     if close(truth * beta):
-        return Verdict(False, "this is the reward margin r̂_w − r̂_l = βh; the exercise asks for h: divide by β.")
+        return Verdict(
+            False, "this is the reward margin r̂_w − r̂_l = βh; the exercise asks for h: divide by β."
+        )
     if close(-truth):
-        return Verdict(False, "wrong sign: the weight is small when the pair is ranked *correctly*, i.e. h > 0 "
-                       "for w < 1/2.")
+        return Verdict(
+            False,
+            "wrong sign: the weight is small when the pair is ranked *correctly*, i.e. h > 0 for w < 1/2.",
+        )
     if close(truth * beta * beta):
         return Verdict(False, "you multiplied by β; solve σ(−βh) = w for h, which divides by β.")
     got = 1 / (1 + math.exp(min(beta * answer, 700.0)))
-    return Verdict(False, f"at h = {answer:.4g} the weight σ(−βh) is {got:.4g}, not {weight}; solve "
-                   "σ(−βh) = w using σ(z) = 1/(1 + e^(−z)).")
+    return Verdict(
+        False,
+        f"at h = {answer:.4g} the weight σ(−βh) is {got:.4g}, not {weight}; solve "
+        "σ(−βh) = w using σ(z) = 1/(1 + e^(−z)).",
+    )
 
 
 def check_dpo_logit_gradient(answer, policy_logits, ref_logps, chosen, rejected, beta) -> Verdict:
@@ -79,19 +88,28 @@ def check_dpo_logit_gradient(answer, policy_logits, ref_logps, chosen, rejected,
     if close(truth):
         return Verdict(True, "−β σ(r̂_l − r̂_w)(e_w − e_l): the softmax terms −π_θ cancel between y_w and y_l.")
     if close(-truth):
-        return Verdict(False, "wrong sign: this is −∇L, the direction gradient *descent* moves θ. The gradient "
-                       "of the loss lowers the chosen logit's entry.")
+        return Verdict(
+            False,
+            "wrong sign: this is −∇L, the direction gradient *descent* moves θ. The gradient "
+            "of the loss lowers the chosen logit's entry.",
+        )
     weight = dpo_gradient_weight(*[t.detach() for t in pair], beta=beta).item()
     if close(truth / weight):
         return Verdict(False, f"the weight σ(r̂_l − r̂_w) = {weight:.4g} is missing: d/du[−log σ(u)] = −σ(−u).")
     if close(truth / beta):
         return Verdict(False, "the factor β is missing: the margin is u = β(log-ratio_w − log-ratio_l).")
     if abs(answer.sum().item()) > 1e-6:
-        return Verdict(False, f"your entries sum to {answer.sum().item():.4g}; a gradient w.r.t. softmax logits "
-                       "always sums to 0 (adding a constant to θ does not change π_θ). Use ∇_θ log π_θ(y) = "
-                       "e_y − π_θ.")
-    return Verdict(False, "not the gradient; chain rule: ∇_θ L = −σ(−u) ∇_θ u with u = r̂_w − r̂_l and "
-                   "∇_θ log π_θ(y) = e_y − π_θ.")
+        return Verdict(
+            False,
+            f"your entries sum to {answer.sum().item():.4g}; a gradient w.r.t. softmax logits "
+            "always sums to 0 (adding a constant to θ does not change π_θ). Use ∇_θ log π_θ(y) = "
+            "e_y − π_θ.",
+        )
+    return Verdict(
+        False,
+        "not the gradient; chain rule: ∇_θ L = −σ(−u) ∇_θ u with u = r̂_w − r̂_l and "
+        "∇_θ log π_θ(y) = e_y − π_θ.",
+    )
 
 
 __all__ = ["check_dpo_logit_gradient", "check_weight_margin"]

@@ -66,12 +66,15 @@ def disable_dropout(model: torch.nn.Module) -> torch.nn.Module:
 
 
 def prepare_model(model: torch.nn.Module, device=None, train: bool = True) -> torch.nn.Module:
-    """Move ``model`` to ``device`` (default :func:`get_device`), dropout off, in train or eval mode."""
+    """Move ``model`` to ``device`` (default :func:`get_device`), dropout off, in train or eval mode.
+
+    ``requires_grad`` is set to ``train`` on every parameter: a reference frozen by an earlier run and then
+    copied (``copy.deepcopy(ref)``) would otherwise train nothing, silently.
+    """
     model.to(get_device(device))
     disable_dropout(model)
     model.train(train)
-    if not train:
-        model.requires_grad_(False)
+    model.requires_grad_(train)
     return model
 
 

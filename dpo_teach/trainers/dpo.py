@@ -53,6 +53,7 @@ class DPOConfig:
     grad_accum: int = 1
     max_grad_norm: float | None = 1.0
     warmup_steps: int = 0
+    lr_scheduler_type: str = "constant"  # after warm-up: "constant" (the DPO paper) or "linear" decay to 0
     weight_decay: float = 0.0
     max_length: int | None = None
     max_prompt_length: int | None = None
@@ -73,6 +74,8 @@ class DPOConfig:
             C.check_positive(name, getattr(self, name), int)
         C.check_positive("lr", self.lr)
         C.check_positive("warmup_steps", self.warmup_steps, int, allow_zero=True)
+        if self.lr_scheduler_type not in ("constant", "linear"):
+            raise ValueError(f"lr_scheduler_type={self.lr_scheduler_type!r} must be 'constant' or 'linear'.")
         C.check_positive("weight_decay", self.weight_decay, allow_zero=True)
         for name in ("max_grad_norm", "eval_steps", "save_steps"):
             if getattr(self, name) is not None:
@@ -275,7 +278,9 @@ class DPOTrainer:
         plan = C.micro_batches(len(self.train_data), cfg.batch_size, cfg.epochs, cfg.seed)
         total = -(-len(plan) // cfg.grad_accum)
         optimizer = C.make_optimizer(self.model, cfg.lr, cfg.weight_decay)
-        scheduler = C.warmup_scheduler(optimizer, cfg.warmup_steps, total)
+        scheduler = C.warmup_scheduler(
+            optimizer, cfg.warmup_steps, total, decay=cfg.lr_scheduler_type == "linear"
+        )
         step, self.history = 0, []
         if resume_from_checkpoint:
             step = self._resume(resume_from_checkpoint, optimizer, scheduler)

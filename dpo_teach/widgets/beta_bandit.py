@@ -8,8 +8,11 @@ For one prompt x of a :class:`~dpo_teach.worlds.BanditWorld` the KL-regularised 
 and with it the two numbers that trade off against each other, the expected reward E_{π*_β}[r] and the
 divergence KL(π*_β ‖ π_ref). :func:`beta_view` computes all of them with :mod:`dpo_teach.theory` (never a
 copy) — a few microseconds, so the slider redraws while it moves; :func:`beta_explorer` wires it to a
-log-scale ipywidgets slider, an HTML readout and a matplotlib bar chart drawn into an ``ipywidgets.Output``
-(no ipympl needed; the figure is a plain PNG, so it also survives in a static render of the notebook).
+log-scale ipywidgets slider, an HTML readout and a matplotlib bar chart rendered to PNG bytes in an
+``ipywidgets.Image`` (no ipympl needed). Why an Image rather than an ``Output`` widget: displaying into an
+Output from a callback relies on the frontend to route the message, and a kernel-only runner (strict nbval)
+then sees the figure as an extra output of whichever cell moved the slider; an Image's bytes are plain widget
+state, identical in JupyterLab, in nbval and in a static render that embeds the widget state.
 
 Stable hooks for tests and the browser tests: the CSS classes below (``add_class``), the slider's
 ``description`` ``"β"``, and in the readout one ``<span data-quantity="...">`` per number, formatted to
@@ -18,6 +21,7 @@ Stable hooks for tests and the browser tests: the CSS classes below (``add_class
 
 from __future__ import annotations
 
+import io
 import math
 from dataclasses import dataclass, field
 
@@ -93,13 +97,16 @@ def plot_beta_view(view: dict) -> Figure:
     fig = Figure(figsize=(10, 3.4))
     ax_p, ax_r = fig.subplots(1, 2, gridspec_kw={"width_ratios": [3, 2]})
     ax_p.bar(k - 0.2, view["ref_probs"].numpy(), width=0.4, color="#9e9e9e", label="π_ref")
-    ax_p.bar(k + 0.2, view["policy_probs"].numpy(), width=0.4, color="C0", label=f"π*  (β = {view['beta']:.3g})")
+    ax_p.bar(
+        k + 0.2, view["policy_probs"].numpy(), width=0.4, color="C0", label=f"π*  (β = {view['beta']:.3g})"
+    )
     ax_p.set_ylim(0, 1.02)
     ax_p.set_xticks(k, names, rotation=30)
     ax_p.set_xlabel("response y")
     ax_p.set_ylabel("probability")
     ax_p.set_title(
-        f"π*_β = π_ref·exp(r/β)/Z:  E[r] = {view['expected_reward']:.3f},  KL(π*‖π_ref) = {view['kl']:.3f}"
+        f"π* = π_ref·exp(r/β)/Z:  E[r] = {view['expected_reward']:.3f},  KL(π*‖π_ref) = {view['kl']:.3f}",
+        fontsize=10,
     )
     ax_p.legend(loc="upper right")
     colors = ["C2" if r >= 0 else "C3" for r in view["rewards"].tolist()]
@@ -109,10 +116,17 @@ def plot_beta_view(view: dict) -> Figure:
     ax_r.set_xticks(k, names, rotation=30)
     ax_r.set_xlabel("response y")
     ax_r.set_ylabel("true reward r(x, y)")
-    ax_r.set_title("reward r and the two expected rewards")
-    ax_r.legend(loc="lower right", fontsize=8)
+    ax_r.set_title("reward r and the two expected rewards", fontsize=10)
+    ax_r.legend(loc="upper right", fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def figure_png(fig: Figure) -> bytes:
+    """The figure rendered to PNG bytes (Agg, 100 dpi): what the widget's Image shows."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100)
+    return buffer.getvalue()
 
 
 def readout_html(view: dict) -> str:
@@ -127,16 +141,16 @@ def readout_html(view: dict) -> str:
 
 @dataclass
 class BetaExplorer:
-    """The β widget and its handles: ``widget`` (what is displayed), ``slider``, ``readout``, ``output``;
-    ``view`` is the latest :func:`beta_view` dict and ``figure`` the latest bar chart. Displaying the
-    explorer displays ``widget``."""
+    """The β widget and its handles: ``widget`` (what is displayed), ``slider``, ``readout``, ``image`` (the
+    bars as PNG); ``view`` is the latest :func:`beta_view` dict and ``figure`` the latest bar chart.
+    Displaying the explorer displays ``widget``."""
 
     world: object
     prompt: int
     widget: object
     slider: object
     readout: object
-    output: object
+    image: object
     view: dict = field(default_factory=dict)
     figure: Figure | None = None
 
@@ -159,14 +173,10 @@ class BetaExplorer:
         return self.view
 
     def _redraw(self, beta: float) -> None:
-        from IPython.display import clear_output, display
-
         self.view = beta_view(self.world, beta, self.prompt)
         self.readout.value = readout_html(self.view)
         self.figure = plot_beta_view(self.view)
-        with self.output:
-            clear_output(wait=True)
-            display(self.figure)
+        self.image.value = figure_png(self.figure)
 
     def _repr_mimebundle_(self, **kwargs):
         return self.widget._repr_mimebundle_(**kwargs)
@@ -200,14 +210,14 @@ def beta_explorer(
     slider.add_class(CSS_SLIDER)
     readout = widgets.HTML()
     readout.add_class(CSS_READOUT)
-    output = widgets.Output()
-    output.add_class(CSS_PLOT)
-    root = widgets.VBox([slider, readout, output])
+    image = widgets.Image(format="png")
+    image.add_class(CSS_PLOT)
+    root = widgets.VBox([slider, readout, image])
     root.add_class(CSS_ROOT)
-    explorer = BetaExplorer(world, prompt, root, slider, readout, output)
+    explorer = BetaExplorer(world, prompt, root, slider, readout, image)
     slider.observe(lambda change: explorer._redraw(change["new"]), names="value")
     explorer._redraw(beta)
     return explorer
 
 
-__all__ = ["BetaExplorer", "beta_explorer", "beta_view", "plot_beta_view", "readout_html"]
+__all__ = ["BetaExplorer", "beta_explorer", "beta_view", "figure_png", "plot_beta_view", "readout_html"]

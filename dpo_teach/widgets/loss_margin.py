@@ -17,6 +17,7 @@ falls to 0.1 at h = ln 9 / β. :func:`loss_margin_curves` computes the curves wi
 
 from __future__ import annotations
 
+import io
 import math
 from dataclasses import dataclass, field
 
@@ -77,9 +78,12 @@ def plot_loss_margin(curves: dict) -> plt.Figure:
     ax_loss.set_title(f"DPO loss −log σ(βh), β = {curves['beta']:.3g}")
     ax_loss.set_xlabel("log-ratio margin h = log π/π_ref (y_w) − log π/π_ref (y_l)")
     ax_loss.set_ylabel("loss (nats)")
+    ax_loss.set_ylim(
+        -0.2, 8.0
+    )  # fixed, so that dragging β shows the slope change (the loss is ≈ −βh for h ≪ 0)
     ax_weight.plot(h, curves["weight"].numpy(), color="C1")
     ax_weight.axvline(h01, color="gray", linestyle="--", label=f"weight 0.1 at h = ln 9/β = {h01:.3g}")
-    ax_weight.set_title("gradient weight σ(r̂_l − r̂_w) = σ(−βh)")
+    ax_weight.set_title("Gradient weight σ(r̂_l − r̂_w) = σ(−βh)")
     ax_weight.set_xlabel("log-ratio margin h")
     ax_weight.set_ylabel("weight")
     ax_weight.set_ylim(-0.02, 1.02)
@@ -95,13 +99,24 @@ def _summary_html(curves: dict) -> str:
     )
 
 
+def _png(figure: plt.Figure) -> bytes:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=90)
+    return buffer.getvalue()
+
+
 @dataclass
 class LossMarginExplorer:
-    """The widget and its handles: ``widget`` (display it), ``slider``, ``output``, ``summary``, ``update``."""
+    """The widget and its handles: ``widget`` (display it), ``slider``, ``image`` (the plot), ``summary``.
+
+    ``curves`` and ``figure`` hold what is shown for the current β. The plot is a PNG in an ``ipywidgets.Image``
+    (not an ``Output``): setting its value sends no display message, so the kernel, nbval and the browser see
+    the same thing.
+    """
 
     widget: object
     slider: object
-    output: object
+    image: object
     summary: object
     curves: dict = field(default_factory=dict)
     figure: plt.Figure | None = None
@@ -114,7 +129,9 @@ class LossMarginExplorer:
         beta = check_positive("beta", beta)
         low, high = self.slider.base**self.slider.min, self.slider.base**self.slider.max
         if not low * (1 - 1e-9) <= beta <= high * (1 + 1e-9):
-            raise ValueError(f"beta={beta} is outside the slider's range [{low:.3g}, {high:.3g}]; pick a β inside it.")
+            raise ValueError(
+                f"beta={beta} is outside the slider's range [{low:.3g}, {high:.3g}]; pick a β inside it."
+            )
         if self.slider.value != beta:
             self.slider.value = beta  # the slider's observer redraws
         else:
@@ -122,19 +139,17 @@ class LossMarginExplorer:
         return self.curves
 
     def _redraw(self, beta: float) -> None:
-        from IPython.display import clear_output, display
-
         self.curves = loss_margin_curves(beta)
         self.summary.value = _summary_html(self.curves)
         figure = plot_loss_margin(self.curves)
-        with self.output:
-            clear_output(wait=True)
-            display(figure)
+        self.image.value = _png(figure)
         plt.close(figure)
         self.figure = figure
 
 
-def loss_margin_explorer(beta: float = 0.5, *, beta_min: float = 0.01, beta_max: float = 10.0) -> LossMarginExplorer:
+def loss_margin_explorer(
+    beta: float = 0.5, *, beta_min: float = 0.01, beta_max: float = 10.0
+) -> LossMarginExplorer:
     """Build the widget: a log-scale β slider over [beta_min, beta_max] and the two curves of chapter 04."""
     import ipywidgets as widgets
 
@@ -142,7 +157,9 @@ def loss_margin_explorer(beta: float = 0.5, *, beta_min: float = 0.01, beta_max:
     beta_min = check_positive("beta_min", beta_min)
     beta_max = check_positive("beta_max", beta_max)
     if not beta_min <= beta <= beta_max:
-        raise ValueError(f"beta={beta} is outside [beta_min, beta_max] = [{beta_min}, {beta_max}]; widen the range.")
+        raise ValueError(
+            f"beta={beta} is outside [beta_min, beta_max] = [{beta_min}, {beta_max}]; widen the range."
+        )
     slider = widgets.FloatLogSlider(
         value=beta,
         base=10,
@@ -154,13 +171,13 @@ def loss_margin_explorer(beta: float = 0.5, *, beta_min: float = 0.01, beta_max:
         readout_format=".3g",
     )
     slider.add_class(CSS_SLIDER)
-    output = widgets.Output()
-    output.add_class(CSS_PLOT)
+    image = widgets.Image(format="png")
+    image.add_class(CSS_PLOT)
     summary = widgets.HTML()
     summary.add_class(CSS_SUMMARY)
-    root = widgets.VBox([slider, summary, output])
+    root = widgets.VBox([slider, summary, image])
     root.add_class(CSS_ROOT)
-    explorer = LossMarginExplorer(widget=root, slider=slider, output=output, summary=summary)
+    explorer = LossMarginExplorer(widget=root, slider=slider, image=image, summary=summary)
     slider.observe(lambda change: explorer._redraw(change["new"]), names="value")
     explorer._redraw(beta)
     return explorer

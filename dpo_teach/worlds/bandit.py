@@ -2,9 +2,10 @@
 
 Everything the derivation chapters talk about is a small tensor here: π_ref is ``ref_logps`` ``[X, K]``,
 the true reward r(x, y) is ``rewards`` ``[X, K]``, the optimum π*_β is one call (:meth:`optimal_policy`).
-Shapes are always ``[X, K]``, also for one prompt (then ``world.ref_logps[0]`` is the distribution), so the same
-code runs on one prompt or many; the tables are float64 so that exact comparisons (1e-6) are meaningful. Comparisons are sampled from a policy and labelled by Bradley–Terry with the
-true reward, P(y1 ≻ y2 | x) = σ(r(x, y1) − r(x, y2)), so the DPO paper's assumptions hold exactly.
+Shapes are always ``[X, K]``, also for one prompt (then ``world.ref_logps[0]`` is the distribution), so the
+same code runs on one prompt or many; the tables are float64 so that exact comparisons (1e-6) are meaningful.
+Comparisons are sampled from a policy and labelled by Bradley–Terry with the true reward,
+P(y1 ≻ y2 | x) = σ(r(x, y1) − r(x, y2)), so the DPO paper's assumptions hold exactly.
 """
 
 from __future__ import annotations

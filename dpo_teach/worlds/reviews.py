@@ -82,7 +82,7 @@ class ReviewsWorld(World):
         self.tokenizer = build_word_tokenizer(self.vocabulary)
         self.allowed_token_ids = None
         self.model_config = {"n_layer": 2, "n_embd": 64, "n_head": 4, "n_positions": 24}
-        self.sft_config = {"n_rows": 8192, "epochs": 1, "batch_size": 64, "lr": 3e-3, "warmup_steps": 20}
+        self.sft_config = {"n_rows": 32768, "epochs": 1, "batch_size": 256, "lr": 1e-2, "warmup_steps": 10}
         self._prompt_ids = [self.tokenizer(p)["input_ids"] for p in self.prompts]
 
     def config(self) -> dict:

@@ -1,4 +1,8 @@
-"""Fixtures of the browser tests: Chromium, one JupyterLab server per session, one page per test.
+"""Fixtures of the browser tests: Chromium, one JupyterLab server for the package, one page per test.
+
+Package scope, not session scope: Playwright's sync API keeps its event loop registered as the thread's
+running loop while it is started, which would confuse everything asyncio-based that runs later in the same
+process (nbval's kernels); so Chromium and JupyterLab stop as soon as the last browser test has run.
 
 Without Chromium the tests skip with a message; with ``CI`` or ``DPO_TEACH_REQUIRE_BROWSER`` set they fail
 instead (see :mod:`browser.chromium`).
@@ -20,13 +24,13 @@ BOOK = REPO / "book"
 SCREENSHOTS = Path(__file__).resolve().parent / "screenshots"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser() -> Iterator[object]:
     with launched_chromium() as chromium:
         yield chromium
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def lab(browser, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabServer]:
     """JupyterLab serving a temporary root that holds a copy of book/ (the stored chapters stay untouched)."""
     server = LabServer(tmp_path_factory.mktemp("jupyterlab"))
@@ -68,7 +72,7 @@ def open_notebook(browser, lab: LabServer):
         context.close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def screenshot_dir() -> Path:
     SCREENSHOTS.mkdir(exist_ok=True)
     return SCREENSHOTS

@@ -208,9 +208,11 @@ class NotebookPage:
         """Screenshot of the output (the widget, without prompt and cell border) that holds ``anchor``."""
         self.page.evaluate("() => document.activeElement && document.activeElement.blur()")  # no focus ring
         self.settle(expect_message=False)  # blurring a slider's readout may resend its value
-        self.page.locator(".jp-OutputArea-output", has=self.page.locator(anchor)).last.screenshot(
-            path=str(path)
-        )
+        output = self.page.locator(".jp-OutputArea-output", has=self.page.locator(anchor)).last
+        # a margin inside the element, so the widget's text does not touch the picture's edge
+        output.evaluate("el => { el.dataset.dpoPadding = el.style.padding; el.style.padding = '12px'; }")
+        output.screenshot(path=str(path))
+        output.evaluate("el => { el.style.padding = el.dataset.dpoPadding; }")
 
     def shutdown_kernel(self) -> None:
         self.page.evaluate(

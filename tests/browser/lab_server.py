@@ -1,7 +1,7 @@
 """A throw-away JupyterLab server for the browser tests.
 
 The server runs from this virtual environment on a free loopback port with a random token, in temporary
-directories only (root, settings, workspaces, runtime, config), so a reader's own JupyterLab setup neither
+directories only (root, settings, workspaces, runtime, config, data), so a reader's own JupyterLab setup neither
 affects the tests nor is touched by them. Settings that make a headless run deterministic:
 
 - ``window.jupyterapp`` is exposed (``LabApp.expose_app_in_browser``): the tests read the kernel's status and
@@ -71,7 +71,7 @@ class LabServer:
         self._log_file = None
 
     def _prepare_dirs(self) -> dict[str, str]:
-        dirs = {name: self.workdir / name for name in ("settings", "workspaces", "runtime", "config")}
+        dirs = {name: self.workdir / name for name in ("settings", "workspaces", "runtime", "config", "data")}
         for path in [self.root, *dirs.values()]:
             path.mkdir(parents=True, exist_ok=True)
         for plugin, values in USER_SETTINGS.items():
@@ -84,6 +84,8 @@ class LabServer:
             "JUPYTERLAB_WORKSPACES_DIR": str(dirs["workspaces"]),
             "JUPYTER_RUNTIME_DIR": str(dirs["runtime"]),
             "JUPYTER_CONFIG_DIR": str(dirs["config"]),
+            # no user-level kernelspec may shadow `python3`: the kernels must be this environment's ipykernel
+            "JUPYTER_DATA_DIR": str(dirs["data"]),
         }
 
     def start(self) -> LabServer:

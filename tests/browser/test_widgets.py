@@ -13,6 +13,7 @@ import os
 import shutil
 
 import pytest
+import torch
 
 from .conftest import BOOK, REPO
 from .widget_checks import WidgetCheck, exercise_widget
@@ -23,12 +24,38 @@ NUMBER = r"[-+]?\d+(?:\.\d+)?(?:e[-+]?\d+)?"
 DOCS_SCREENSHOT = REPO / "docs" / "beta_widget.png"
 
 
+def beta_bandit_expected(beta: float) -> dict[str, float]:
+    """Chapter 02: π*_β ∝ π_ref·exp(r/β) on prompt 0 of BanditWorld(n_responses=6, seed=0) (the chapter's world);
+    E_{π*}[r] and KL(π*‖π_ref) = Σ π* (log π* − log π_ref), computed here with plain torch."""
+    from dpo_teach.worlds import BanditWorld
+
+    world = BanditWorld(n_responses=6, seed=0)
+    log_ref, reward = world.ref_logps[0].double(), world.rewards[0].double()
+    logits = log_ref + reward / beta
+    log_policy = logits - torch.logsumexp(logits, dim=0)
+    policy = log_policy.exp()
+    return {
+        "beta": beta,
+        "reward": float((policy * reward).sum()),
+        "kl": float((policy * (log_policy - log_ref)).sum()),
+    }
+
+
 def loss_margin_expected(beta: float) -> dict[str, float]:
     """Chapter 04: loss −log σ(βh) at h = 0 is log 2; the weight σ(−βh) is 0.1 where e^{βh} = 9, h = ln 9/β."""
     return {"beta": beta, "loss0": math.log(2.0), "h01": math.log(9.0) / beta}
 
 
 WIDGETS = [
+    WidgetCheck(
+        notebook="book/02_optimal_policy.ipynb",
+        slider=".dpo-beta-slider",
+        readout=".dpo-beta-readout",
+        pattern=rf"β = (?P<beta>{NUMBER}) · expected reward E.*?\[r\] = (?P<reward>{NUMBER}) · KL.*? = (?P<kl>{NUMBER}) nats",
+        expected=beta_bandit_expected,
+        betas=(10.0, 0.1),  # on the log slider's grid (10^(k·0.01))
+        figure=".dpo-beta-plot",
+    ),
     WidgetCheck(
         notebook="book/04_dpo_loss.ipynb",
         slider=".dpo-loss-margin-beta",
@@ -42,7 +69,7 @@ WIDGETS = [
         figure=".dpo-loss-margin-plot",
     ),
 ]
-DOCS_WIDGET = "book/04_dpo_loss.ipynb"  # whose "after" screenshot the README shows
+DOCS_WIDGET = "book/02_optimal_policy.ipynb"  # whose "after" screenshot the README shows
 
 
 @pytest.mark.parametrize("check", WIDGETS, ids=lambda c: c.name)
