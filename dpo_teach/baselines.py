@@ -12,6 +12,9 @@ N draws, so inside G the winner is distributed like π_ref restricted to G:
 Its KL to the reference obeys KL(π_BoN ‖ π_ref) ≤ log N − (N − 1)/N (Beirami et al., 2024, "Theoretical
 guarantees on the best-of-n alignment policy"), with equality in the limit of many responses with
 distinct rewards — the analytic formula often quoted for best-of-N.
+
+:func:`best_of_n_policy` is that closed form on an enumerable world; :func:`best_of_n_sample` is the procedure
+itself, for any model and reward (e.g. on the reviews world, where responses cannot be enumerated).
 """
 
 from __future__ import annotations
@@ -61,6 +64,50 @@ def best_of_n_policy(ref_logps: torch.Tensor, rewards: torch.Tensor, n: int) -> 
     return probs.log().float()
 
 
+def best_of_n_sample(
+    model,
+    tokenizer,
+    prompts: list[str],
+    reward,
+    n: int,
+    *,
+    max_new_tokens: int,
+    stop_token_id=None,
+    allowed_token_ids=None,
+    seed: int = 0,
+) -> tuple[list[str], torch.Tensor]:
+    """Best-of-``n`` sampling: ``n`` responses per prompt from ``model``, keep the one ``reward`` scores highest.
+
+    ``reward``: a :class:`~dpo_teach.trainers.reward.RewardModel` or a callable ``(prompts, responses) -> [B]``
+    (:mod:`dpo_teach.trainers.rollouts`). Sampling follows :func:`~dpo_teach.trainers.rollouts.sample_completions`
+    (the world's policy with ``allowed_token_ids``; seeded by ``seed``). Ties go to the first drawn of the tied
+    responses, which — the draws being i.i.d. — is a uniform choice among them, as :func:`best_of_n_policy`
+    assumes. Returns the chosen response texts (one per prompt) and their scores, float32 ``[len(prompts)]``.
+    """
+    from dpo_teach.data import encode_prompt
+    from dpo_teach.trainers.rollouts import as_reward_fn, call_reward, sample_completions
+
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        raise ValueError(f"n must be a positive int (the number of draws), got {n!r}; pass e.g. n=4.")
+    if isinstance(prompts, str) or not prompts or not all(isinstance(p, str) for p in prompts):
+        raise TypeError("prompts must be a non-empty list of strings (e.g. world.prompts).")
+    repeated = [p for p in prompts for _ in range(n)]  # prompt i's draws are rows i·n … i·n + n − 1
+    ids = [encode_prompt(tokenizer, p) for p in repeated]
+    _, texts = sample_completions(
+        model,
+        tokenizer,
+        ids,
+        max_new_tokens=max_new_tokens,
+        stop_token_id=stop_token_id,
+        allowed_token_ids=allowed_token_ids,
+        seed=seed,
+    )
+    scores = call_reward(as_reward_fn(reward, tokenizer), repeated, texts).view(len(prompts), n)
+    best = scores.argmax(-1)  # the first maximum
+    chosen = [texts[i * n + int(j)] for i, j in enumerate(best)]
+    return chosen, scores.gather(-1, best[:, None]).squeeze(-1)
+
+
 def best_of_n_kl_bound(n: int) -> float:
     """The bound KL(π_BoN ‖ π_ref) ≤ log n − (n − 1)/n, in nats."""
     if not isinstance(n, int) or isinstance(n, bool) or n < 1:
@@ -68,4 +115,4 @@ def best_of_n_kl_bound(n: int) -> float:
     return math.log(n) - (n - 1) / n
 
 
-__all__ = ["best_of_n_kl_bound", "best_of_n_policy"]
+__all__ = ["best_of_n_kl_bound", "best_of_n_policy", "best_of_n_sample"]

@@ -3,7 +3,9 @@
 :func:`reference_model` trains π_ref deterministically from the world's seed the first time (a tiny GPT-2 from
 ``world.model_config``, SFT with ``world.sft_config`` on ``world.sft_rows``, always on the CPU so that every
 reader gets the same π_ref whatever their device), and afterwards loads it from the cache directory:
-``$DPO_TEACH_CACHE`` if set, else ``~/.cache/dpo_teach``.
+``$DPO_TEACH_CACHE`` if set, else ``~/.cache/dpo_teach``. Training runs on one CPU thread: a model this small
+gains nothing from more (its matrices are 64 wide), a fixed thread count removes one source of differences
+between machines, and on a busy machine two spinning OpenMP threads were measured ~15× slower than one.
 
 **The key** of an entry is a hash of the world's config, the model size, the SFT settings, the training
 function and the package version: change any of them and a new π_ref is trained; nothing stale is reused.
@@ -60,7 +62,9 @@ def key_material(world, train_fn=None) -> dict:
     """Everything the cached π_ref depends on, as a JSON-serialisable dict."""
     for attr in ("name", "config", "model_config", "sft_config", "sft_rows", "tokenizer", "seed"):
         if not hasattr(world, attr):
-            raise TypeError(f"world must be a dpo_teach world (SequenceWorld, ReviewsWorld); it has no {attr!r}.")
+            raise TypeError(
+                f"world must be a dpo_teach world (SequenceWorld, ReviewsWorld); it has no {attr!r}."
+            )
     train_fn = train_fn or _default_train_fn()
     return {
         "format": CACHE_FORMAT,
@@ -123,14 +127,20 @@ def _load(entry: Path, material: dict):
     except (OSError, ValueError) as err:
         raise CorruptCacheEntry(f"its {MANIFEST} is missing or unreadable ({err})") from err
     expected = json.loads(json.dumps(material))  # as it reads back from JSON (tuples become lists)
-    if not isinstance(manifest, dict) or manifest.get("key") != expected or not isinstance(manifest.get("files"), dict):
+    if (
+        not isinstance(manifest, dict)
+        or manifest.get("key") != expected
+        or not isinstance(manifest.get("files"), dict)
+    ):
         raise CorruptCacheEntry(f"its {MANIFEST} does not describe this world and these settings")
     for name, digest in manifest["files"].items():
         if not (entry / name).is_file() or _sha256(entry / name) != digest:
             raise CorruptCacheEntry(f"{name} is missing or its checksum does not match the manifest")
     try:
         with _quiet():
-            model = AutoModelForCausalLM.from_pretrained(entry, local_files_only=True, trust_remote_code=False)
+            model = AutoModelForCausalLM.from_pretrained(
+                entry, local_files_only=True, trust_remote_code=False
+            )
     except Exception as err:  # safetensors, JSON and config errors all mean the same thing here
         raise CorruptCacheEntry(f"the checkpoint cannot be loaded ({type(err).__name__}: {err})") from err
     # from_pretrained memory-maps the weights file; copy them so that the model never changes with the file
@@ -171,13 +181,29 @@ def _train(world, train_fn, progress: bool):
     n_rows = sft.pop("n_rows")
     model = tiny_gpt2(world.tokenizer, seed=world.seed, **world.model_config)
     rows = world.sft_rows(n_rows, seed=world.seed)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # see the module docstring
     start = time.perf_counter()
-    history = train_fn(model, world.tokenizer, rows, allowed_token_ids=world.allowed_token_ids, seed=world.seed,
-                       device="cpu", progress=progress, **sft)
+    try:
+        history = train_fn(
+            model,
+            world.tokenizer,
+            rows,
+            allowed_token_ids=world.allowed_token_ids,
+            seed=world.seed,
+            device="cpu",
+            progress=progress,
+            **sft,
+        )
+    finally:
+        torch.set_num_threads(threads)
     seconds = time.perf_counter() - start
     losses = [h["loss"] for h in (history or []) if "loss" in h][-20:]
-    info = {"seconds": round(seconds, 2), "steps": len(history or []),
-            "final_loss": sum(losses) / len(losses) if losses else None}
+    info = {
+        "seconds": round(seconds, 2),
+        "steps": len(history or []),
+        "final_loss": sum(losses) / len(losses) if losses else None,
+    }
     return model, info
 
 
@@ -190,7 +216,9 @@ def reference_model(world, *, device=None, cache_dir=None, progress: bool = True
     warning. ``cache_dir`` overrides ``$DPO_TEACH_CACHE`` / ``~/.cache/dpo_teach``.
     """
     if train_fn is not None and not callable(train_fn):
-        raise TypeError(f"train_fn must be callable like dpo_teach.trainers.sft.train_sft, got {type(train_fn).__name__}.")
+        raise TypeError(
+            f"train_fn must be callable like dpo_teach.trainers.sft.train_sft, got {type(train_fn).__name__}."
+        )
     material = key_material(world, train_fn)
     entry = cache_path(world, cache_dir, train_fn)
     target = get_device(device)
@@ -198,8 +226,12 @@ def reference_model(world, *, device=None, cache_dir=None, progress: bool = True
         try:
             return _load(entry, material).to(target), world.tokenizer
         except CorruptCacheEntry as err:
-            warnings.warn(f"The cached reference model at {entry} is corrupt: {err}. Deleting it and training a "
-                          "new one.", RuntimeWarning, stacklevel=2)
+            warnings.warn(
+                f"The cached reference model at {entry} is corrupt: {err}. Deleting it and training a "
+                "new one.",
+                RuntimeWarning,
+                stacklevel=2,
+            )
             shutil.rmtree(entry, ignore_errors=True)
     model, info = _train(world, train_fn or _default_train_fn(), progress)
     _write(entry, model, world.tokenizer, material, info)

@@ -18,7 +18,13 @@ from pathlib import Path
 import torch
 from tokenizers import Tokenizer, pre_tokenizers, processors
 from tokenizers.models import WordLevel
-from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    GPT2Config,
+    GPT2LMHeadModel,
+    PreTrainedTokenizerFast,
+)
 
 from dpo_teach.device import get_device
 
@@ -36,15 +42,21 @@ def build_word_tokenizer(words, *, model_max_length: int = 64) -> PreTrainedToke
     """
     words = list(words)
     if not words or not all(isinstance(w, str) and w and not w.isspace() for w in words):
-        raise ValueError("words must be a non-empty list of non-empty strings (the vocabulary, one word each).")
+        raise ValueError(
+            "words must be a non-empty list of non-empty strings (the vocabulary, one word each)."
+        )
     dupes = sorted({w for w in words if words.count(w) > 1} | {w for w in words if w in SPECIAL_TOKENS})
     if dupes:
-        raise ValueError(f"words contains repeated or reserved entries {dupes}; list each word once, without "
-                         f"the special tokens {SPECIAL_TOKENS}.")
+        raise ValueError(
+            f"words contains repeated or reserved entries {dupes}; list each word once, without "
+            f"the special tokens {SPECIAL_TOKENS}."
+        )
     bad = [w for w in words if pre_tokenizers.Whitespace().pre_tokenize_str(w) != [(w, (0, len(w)))]]
     if bad:
-        raise ValueError(f"words {bad} would be split by the pre-tokenizer; use words of letters/digits or one "
-                         "punctuation run each, without spaces.")
+        raise ValueError(
+            f"words {bad} would be split by the pre-tokenizer; use words of letters/digits or one "
+            "punctuation run each, without spaces."
+        )
     vocab = {token: i for i, token in enumerate([*SPECIAL_TOKENS, *words])}
     backend = Tokenizer(WordLevel(vocab=vocab, unk_token=UNK))
     backend.pre_tokenizer = pre_tokenizers.Whitespace()
@@ -80,25 +92,27 @@ def tiny_gpt2(
     """
     if isinstance(tokenizer_or_vocab_size, bool) or not isinstance(tokenizer_or_vocab_size, int):
         if not hasattr(tokenizer_or_vocab_size, "convert_tokens_to_ids"):
-            raise TypeError("tokenizer_or_vocab_size must be a tokenizer or an int vocabulary size, got "
-                            f"{type(tokenizer_or_vocab_size).__name__}.")
+            raise TypeError(
+                "tokenizer_or_vocab_size must be a tokenizer or an int vocabulary size, got "
+                f"{type(tokenizer_or_vocab_size).__name__}."
+            )
         tok = tokenizer_or_vocab_size
         vocab_size, ids = len(tok), (tok.pad_token_id, tok.bos_token_id, tok.eos_token_id)
     else:
         vocab_size, ids = tokenizer_or_vocab_size, (None, None, None)
-    for name, value in (("vocab_size", vocab_size), ("n_layer", n_layer), ("n_embd", n_embd),
-                        ("n_head", n_head), ("n_positions", n_positions)):
+    sizes = {"n_positions": n_positions, "n_embd": n_embd, "n_layer": n_layer, "n_head": n_head}
+    for name, value in {"vocab_size": vocab_size, **sizes}.items():
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name}={value!r} must be a positive int.")
     if n_embd % n_head:
-        raise ValueError(f"n_embd={n_embd} must be divisible by n_head={n_head} (each head gets n_embd/n_head dims).")
+        raise ValueError(
+            f"n_embd={n_embd} must be divisible by n_head={n_head} (each head gets n_embd/n_head dims)."
+        )
     if not 0.0 <= float(dropout) < 1.0:
         raise ValueError(f"dropout={dropout!r} must be in [0, 1); 0 turns it off (the default).")
-    config = GPT2Config(
-        vocab_size=vocab_size, n_positions=n_positions, n_embd=n_embd, n_layer=n_layer, n_head=n_head,
-        resid_pdrop=dropout, embd_pdrop=dropout, attn_pdrop=dropout,
-        pad_token_id=ids[0], bos_token_id=ids[1], eos_token_id=ids[2],
-    )
+    dropouts = {f"{part}_pdrop": dropout for part in ("resid", "embd", "attn")}
+    special = dict(zip(("pad_token_id", "bos_token_id", "eos_token_id"), ids, strict=True))
+    config = GPT2Config(vocab_size=vocab_size, **sizes, **dropouts, **special)
     with torch.random.fork_rng(devices=[]):  # seed the initialisation without touching the caller's RNG
         torch.manual_seed(seed)
         model = GPT2LMHeadModel(config)
@@ -134,12 +148,18 @@ def load_causal_lm(name_or_path, *, device=None, dtype=None):
     and the Hub cannot be reached.
     """
     if not isinstance(name_or_path, (str, os.PathLike)) or not str(name_or_path).strip():
-        raise TypeError(f"name_or_path must be a local directory or a Hub name such as 'gpt2', got {name_or_path!r}.")
+        raise TypeError(
+            f"name_or_path must be a local directory or a Hub name such as 'gpt2', got {name_or_path!r}."
+        )
     path = Path(name_or_path).expanduser()
     local = path.is_dir()
-    if not local and (str(name_or_path).startswith((".", "/", "~")) or path.suffix in {".json", ".safetensors"}):
-        raise ValueError(f"name_or_path={str(name_or_path)!r} looks like a local path but is not a directory; pass "
-                         "a directory written by save_pretrained (config.json, model.safetensors, tokenizer files).")
+    if not local and (
+        str(name_or_path).startswith((".", "/", "~")) or path.suffix in {".json", ".safetensors"}
+    ):
+        raise ValueError(
+            f"name_or_path={str(name_or_path)!r} looks like a local path but is not a directory; pass "
+            "a directory written by save_pretrained (config.json, model.safetensors, tokenizer files)."
+        )
     source = str(path) if local else str(name_or_path)
     kwargs = {"trust_remote_code": False, "local_files_only": local}
     try:
@@ -194,7 +214,9 @@ def sample_token_ids(
         rows = by_length[length]
         seqs = torch.tensor([prompt_ids[i] for i in rows], dtype=torch.long, device=device)
         for _ in range(max_new_tokens):
-            logits = model(input_ids=seqs, attention_mask=torch.ones_like(seqs), use_cache=False).logits[:, -1]
+            logits = model(input_ids=seqs, attention_mask=torch.ones_like(seqs), use_cache=False).logits[
+                :, -1
+            ]
             logits = logits.float().cpu()
             if allowed is not None:
                 logits = torch.full_like(logits, float("-inf")).index_copy_(1, allowed, logits[:, allowed])

@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from dpo_teach.baselines import best_of_n_kl_bound, best_of_n_policy
+from dpo_teach.baselines import best_of_n_kl_bound, best_of_n_policy, best_of_n_sample
 
 
 def _kl(logp: torch.Tensor, logq: torch.Tensor) -> torch.Tensor:
@@ -98,3 +98,54 @@ def test_not_tensors():
 def test_unnormalised_reference():
     with pytest.raises(ValueError, match="normalised"):
         best_of_n_policy(torch.zeros(4), torch.arange(4.0), 2)
+
+
+@pytest.mark.slow
+def test_sampling_best_of_n_from_a_model_follows_the_exact_policy():
+    from dpo_teach.models import tiny_gpt2
+    from dpo_teach.worlds.sequences import SequenceWorld
+
+    world = SequenceWorld(n_prompts=2, length=2, alphabet_size=5, seed=0)
+    model = tiny_gpt2(
+        world.tokenizer, **world.model_config, seed=1
+    )  # random: a non-uniform π over 25 responses
+    n, draws = 3, 1500
+
+    def true_reward(prompts, responses):
+        return torch.tensor([world.true_reward(p, y) for p, y in zip(prompts, responses, strict=True)])
+
+    texts, scores = best_of_n_sample(
+        model,
+        world.tokenizer,
+        world.prompts * draws,
+        true_reward,
+        n,
+        max_new_tokens=world.length,
+        allowed_token_ids=world.allowed_token_ids,
+    )
+    exact = best_of_n_policy(world.logprobs(model), world.reward_table, n).exp().double()
+    for p in range(len(world.prompts)):
+        picked = [world.responses.index(" " + y) for y in texts[p :: len(world.prompts)]]
+        freq = torch.bincount(torch.tensor(picked), minlength=len(world.responses)).double() / draws
+        stderr = (exact[p] * (1 - exact[p]) / draws).sqrt()
+        assert ((freq - exact[p]).abs() <= 5 * stderr + 2e-3).all(), (freq, exact[p])
+    torch.testing.assert_close(scores, true_reward(world.prompts * draws, texts))
+    # the mean score is the exact E_BoN[r], and it tells n from n − 1 and n + 1
+    mean_reward = lambda k: (
+        (best_of_n_policy(world.logprobs(model), world.reward_table, k).exp() * world.reward_table)
+        .sum(-1)
+        .mean()
+    )
+    assert abs(scores.mean() - mean_reward(n)) < min(
+        abs(scores.mean() - mean_reward(k)) for k in (n - 1, n + 1)
+    )
+
+
+def test_best_of_n_sample_bad_n():
+    with pytest.raises(ValueError, match="n must be a positive int"):
+        best_of_n_sample(None, None, ["p0 :"], lambda p, y: torch.zeros(len(y)), 0, max_new_tokens=2)
+
+
+def test_best_of_n_sample_bad_prompts():
+    with pytest.raises(TypeError, match="prompts"):
+        best_of_n_sample(None, None, "p0 :", lambda p, y: torch.zeros(len(y)), 2, max_new_tokens=2)

@@ -26,9 +26,13 @@ class CountingTrainer:
     def __init__(self):
         self.calls = 0
 
-    def __call__(self, model, tokenizer, rows, *, allowed_token_ids=None, seed=0, device=None, progress=True, **sft):
+    def __call__(
+        self, model, tokenizer, rows, *, allowed_token_ids=None, seed=0, device=None, progress=True, **sft
+    ):
         self.calls += 1
-        assert len(rows) == 64 and device == "cpu" and set(sft) == {"epochs", "batch_size", "lr", "warmup_steps"}
+        assert (
+            len(rows) == 64 and device == "cpu" and set(sft) == {"epochs", "batch_size", "lr", "warmup_steps"}
+        )
         generator = torch.Generator().manual_seed(seed)
         with torch.no_grad():
             for p in model.parameters():
@@ -57,9 +61,12 @@ def test_second_call_loads_instead_of_training(env):
     assert train.calls == 1
     assert same_weights(weights(model), weights(again)) and not again.training and tok is world.tokenizer
     entry = cache_path(world, train_fn=train)
-    assert entry.parent == env and {"manifest.json", "model.safetensors", "config.json", "tokenizer.json"} <= {
-        p.name for p in entry.iterdir()
-    }
+    assert entry.parent == env and {
+        "manifest.json",
+        "model.safetensors",
+        "config.json",
+        "tokenizer.json",
+    } <= {p.name for p in entry.iterdir()}
     # a plain-transformers reader can load the checkpoint, and it is the trained π_ref
     plain = AutoModelForCausalLM.from_pretrained(entry)
     assert same_weights(weights(plain), weights(model))
@@ -119,7 +126,9 @@ def _other_key(entry):
     (entry / "manifest.json").write_text(json.dumps(manifest))
 
 
-@pytest.mark.parametrize("damage", [_corrupt_bytes, _truncate, _drop_manifest, _garbage_with_matching_manifest, _other_key])
+@pytest.mark.parametrize(
+    "damage", [_corrupt_bytes, _truncate, _drop_manifest, _garbage_with_matching_manifest, _other_key]
+)
 def test_damaged_entry_is_detected_and_rebuilt(env, damage):
     world, train = small_world(), CountingTrainer()
     model, _ = reference_model(world, device="cpu", progress=False, train_fn=train)

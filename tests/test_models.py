@@ -36,12 +36,23 @@ def test_tokenizer_round_trip(tmp_path):
     again = AutoTokenizer.from_pretrained(tmp_path)
     text = ["p0 : a b", "p0 : c c c ."]
     assert again(text)["input_ids"] == tok(text)["input_ids"]
-    assert (again.pad_token, again.bos_token, again.eos_token, again.unk_token) == ("<pad>", "<bos>", "<eos>", "<unk>")
+    assert (again.pad_token, again.bos_token, again.eos_token, again.unk_token) == (
+        "<pad>",
+        "<bos>",
+        "<eos>",
+        "<unk>",
+    )
 
 
 @pytest.mark.parametrize(
     "words, match",
-    [([], "non-empty"), (["a", "a"], "repeated"), (["a b"], "split"), (["<eos>"], "reserved"), (["a", ""], "non-empty")],
+    [
+        ([], "non-empty"),
+        (["a", "a"], "repeated"),
+        (["a b"], "split"),
+        (["<eos>"], "reserved"),
+        (["a", ""], "non-empty"),
+    ],
 )
 def test_tokenizer_bad_words(words, match):
     with pytest.raises(ValueError, match=match):
@@ -89,7 +100,9 @@ def test_tiny_gpt2_bad_vocab_type():
 
 def _logps(model, tok):
     prompts = [tok("p0 :")["input_ids"]] * 3
-    responses = [tok(r, add_special_tokens=False)["input_ids"] + [tok.eos_token_id] for r in (" a", " b c .", " c c")]
+    responses = [
+        tok(r, add_special_tokens=False)["input_ids"] + [tok.eos_token_id] for r in (" a", " b c .", " c c")
+    ]
     batch = pad_batch(prompts, responses)
     with torch.no_grad():
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
@@ -135,9 +148,13 @@ def test_sampling_respects_allowed_tokens_and_is_seeded():
     model = tiny_gpt2(tok, seed=0)
     allowed = tok.convert_tokens_to_ids(["a", "b", "c"])
     prompts = [tok("p0 :")["input_ids"]] * 50 + [tok("p0 : a")["input_ids"]] * 50
-    out = sample_token_ids(model, prompts, max_new_tokens=4, eos_token_id=tok.eos_token_id, allowed_token_ids=allowed)
+    out = sample_token_ids(
+        model, prompts, max_new_tokens=4, eos_token_id=tok.eos_token_id, allowed_token_ids=allowed
+    )
     assert all(len(ids) == 4 and set(ids) <= set(allowed) for ids in out)  # EOS is not allowed: never stops
-    again = sample_token_ids(model, prompts, max_new_tokens=4, eos_token_id=tok.eos_token_id, allowed_token_ids=allowed)
+    again = sample_token_ids(
+        model, prompts, max_new_tokens=4, eos_token_id=tok.eos_token_id, allowed_token_ids=allowed
+    )
     assert again == out
 
 
@@ -152,8 +169,14 @@ def test_sampling_frequencies_match_the_model():
         logits = model(input_ids=torch.tensor([prompt])).logits[0, -1, allowed]
     expected = torch.softmax(logits.double(), -1)
     n = 4000
-    out = sample_token_ids(model, [prompt] * n, max_new_tokens=1, eos_token_id=tok.eos_token_id,
-                           allowed_token_ids=allowed, seed=5)
+    out = sample_token_ids(
+        model,
+        [prompt] * n,
+        max_new_tokens=1,
+        eos_token_id=tok.eos_token_id,
+        allowed_token_ids=allowed,
+        seed=5,
+    )
     counts = torch.tensor([sum(ids[0] == t for ids in out) for t in allowed], dtype=torch.float64)
     # every frequency within 4.5 binomial standard deviations (a false alarm has probability < 1e-4)
     bound = 4.5 * (expected * (1 - expected) / n).sqrt() + 1e-3
@@ -168,14 +191,18 @@ def test_sampling_stops_at_eos_and_keeps_it():
         model.lm_head.weight.zero_()
     # all logits equal: with only EOS and "a" allowed, sequences stop after a geometric number of "a"s
     allowed = tok.convert_tokens_to_ids(["a", "<eos>"])
-    out = sample_token_ids(model, [[1]] * 200, max_new_tokens=30, eos_token_id=2, allowed_token_ids=allowed, seed=0)
+    out = sample_token_ids(
+        model, [[1]] * 200, max_new_tokens=30, eos_token_id=2, allowed_token_ids=allowed, seed=0
+    )
     finished = [ids for ids in out if ids and ids[-1] == 2]
     assert len(finished) == 200 and all(2 not in ids[:-1] for ids in finished)
     mean_length = sum(len(ids) for ids in out) / 200
     assert math.isclose(mean_length, 2.0, abs_tol=0.4)  # geometric with p = 1/2: mean 2 tokens incl. EOS
 
 
-@pytest.mark.parametrize("kwargs, match", [({"max_new_tokens": 0}, "max_new_tokens"), ({"temperature": -1.0}, "temperature")])
+@pytest.mark.parametrize(
+    "kwargs, match", [({"max_new_tokens": 0}, "max_new_tokens"), ({"temperature": -1.0}, "temperature")]
+)
 def test_sampling_bad_arguments(kwargs, match):
     model = tiny_gpt2(12, n_layer=1, n_embd=16, n_head=2)
     args = {"max_new_tokens": 2, "eos_token_id": 2, **kwargs}

@@ -23,8 +23,16 @@ def _model(world, seed=0):
 def _trained(world):
     """A briefly SFT-trained model (weights far from the initialisation)."""
     model = _model(world, seed=1)
-    train_sft(model, world.tokenizer, world.sft_rows(1024, seed=1), batch_size=32, lr=1e-2,
-              allowed_token_ids=world.allowed_token_ids, device="cpu", progress=False)
+    train_sft(
+        model,
+        world.tokenizer,
+        world.sft_rows(1024, seed=1),
+        batch_size=32,
+        lr=1e-2,
+        allowed_token_ids=world.allowed_token_ids,
+        device="cpu",
+        progress=False,
+    )
     return model
 
 
@@ -91,7 +99,9 @@ def test_length_bonus_adds_per_word():
     plain, bonus = SequenceWorld(variable_length=True), SequenceWorld(variable_length=True, length_bonus=0.7)
     diff = bonus.reward_table - plain.reward_table
     torch.testing.assert_close(diff, 0.7 * plain.response_lengths.float().expand(8, -1), atol=1e-5, rtol=0)
-    assert plain.true_reward("p2 :", " b c .") == float(plain.reward_table[2, plain.responses.index(" b c .")])
+    assert plain.true_reward("p2 :", " b c .") == float(
+        plain.reward_table[2, plain.responses.index(" b c .")]
+    )
 
 
 def test_optimal_policy_equals_brute_force():
@@ -126,7 +136,9 @@ def _bt_check(rows, world):
     """Bin pairs by |r1 − r2|; in each bin the rate at which the higher-reward response is chosen must equal
     the mean of σ(|r1 − r2|) within 4.5 binomial standard errors (false alarm < 1e-4 per bin)."""
     chosen = torch.tensor([world.true_reward(r["prompt"], r["chosen"]) for r in rows], dtype=torch.float64)
-    rejected = torch.tensor([world.true_reward(r["prompt"], r["rejected"]) for r in rows], dtype=torch.float64)
+    rejected = torch.tensor(
+        [world.true_reward(r["prompt"], r["rejected"]) for r in rows], dtype=torch.float64
+    )
     gap, higher_chosen = (chosen - rejected).abs(), (chosen > rejected).double()
     edges = torch.tensor([0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 100.0], dtype=torch.float64)
     for lo, hi in zip(edges[:-1], edges[1:], strict=True):
@@ -146,7 +158,9 @@ def test_deterministic_labels_and_distinct_pairs():
     rows = VARIABLE.preference_pairs(None, 2000, seed=1, deterministic=True)
     for r in rows:
         assert r["chosen"] != r["rejected"]
-        assert VARIABLE.true_reward(r["prompt"], r["chosen"]) >= VARIABLE.true_reward(r["prompt"], r["rejected"])
+        assert VARIABLE.true_reward(r["prompt"], r["chosen"]) >= VARIABLE.true_reward(
+            r["prompt"], r["rejected"]
+        )
 
 
 def test_pairs_follow_the_policy_without_repeats():
@@ -164,7 +178,9 @@ def test_pairs_follow_the_policy_without_repeats():
     for pair, p in expected.items():
         freq = sum(frozenset((r["chosen"], r["rejected"])) == pair for r in rows) / len(rows)
         assert abs(freq - p) < 4.5 * math.sqrt(p * (1 - p) / len(rows))
-    per_prompt = torch.tensor([sum(r["prompt"] == x for r in rows) for x in FIXED.prompts], dtype=torch.float64)
+    per_prompt = torch.tensor(
+        [sum(r["prompt"] == x for r in rows) for x in FIXED.prompts], dtype=torch.float64
+    )
     assert ((per_prompt / 8000 - 1 / 8).abs() < 4.5 * math.sqrt(1 / 8 * 7 / 8 / 8000)).all()  # x uniform
 
 
@@ -182,8 +198,19 @@ def test_pairs_are_seeded_and_datasets_agree():
 def test_sft_rows_follow_the_demonstrator():
     rows = FIXED.sft_rows(16000, seed=0)
     assert [r["prompt"] for r in rows[:9]] == FIXED.prompts + FIXED.prompts[:1]
-    first_word = torch.tensor([[sum(r["prompt"] == x and r["completion"].split()[0] == w for r in rows)
-                                for w in FIXED.alphabet] for x in FIXED.prompts], dtype=torch.float64) / 2000
+    first_word = (
+        torch.tensor(
+            [
+                [
+                    sum(r["prompt"] == x and r["completion"].split()[0] == w for r in rows)
+                    for w in FIXED.alphabet
+                ]
+                for x in FIXED.prompts
+            ],
+            dtype=torch.float64,
+        )
+        / 2000
+    )
     expected = torch.softmax(FIXED.demo_logits[:, 0].double(), -1)  # the demonstrator's first-word marginal
     assert ((first_word - expected).abs() < 4.5 * (expected * (1 - expected) / 2000).sqrt() + 1e-9).all()
 
@@ -200,9 +227,12 @@ def test_world_table_equals_data_pipeline_logps(world):
         out = concatenated_forward(model, batch, allowed_token_ids=world.allowed_token_ids)
     for i, r in enumerate(rows):
         p = world.prompt_index(r["prompt"])
-        assert math.isclose(float(out.chosen_logps[i]), float(table[p, world.responses.index(r["chosen"])]), abs_tol=1e-5)
-        assert math.isclose(float(out.rejected_logps[i]), float(table[p, world.responses.index(r["rejected"])]),
-                            abs_tol=1e-5)
+        assert math.isclose(
+            float(out.chosen_logps[i]), float(table[p, world.responses.index(r["chosen"])]), abs_tol=1e-5
+        )
+        assert math.isclose(
+            float(out.rejected_logps[i]), float(table[p, world.responses.index(r["rejected"])]), abs_tol=1e-5
+        )
 
 
 @pytest.mark.parametrize(

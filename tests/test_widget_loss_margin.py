@@ -64,7 +64,7 @@ def test_moving_the_slider_recomputes_the_curves():
     # A larger β makes both curves steeper: more loss for a wrongly ranked pair, less weight for a right one.
     assert explorer.curves["loss"][0] > loss_before[0]
     assert explorer.curves["weight"][-1] < 0.5 and explorer.curves["weight"][-1] < _weight(0.5, h[-1])
-    assert f"{math.log(9) / 2.0:.3g}" in explorer.summary.value
+    assert f"{math.log(9) / 2.0:.4g}" in explorer.summary.value
 
 
 def test_update_moves_the_slider_and_redraws_the_figure():

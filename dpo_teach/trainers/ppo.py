@@ -36,7 +36,6 @@ import torch
 from dpo_teach.data import encode_prompt, pad_sequences
 from dpo_teach.device import autocast
 from dpo_teach.logprobs import per_token_logps, response_mask
-from dpo_teach.models import sample_token_ids
 from dpo_teach.seed import seed_everything
 from dpo_teach.trainers.common import (
     MetricLogger,
@@ -46,7 +45,7 @@ from dpo_teach.trainers.common import (
     prepare_model,
     warmup_scheduler,
 )
-from dpo_teach.trainers.reward import RewardModel
+from dpo_teach.trainers.rollouts import as_reward_fn, call_reward, sample_completions
 
 
 @dataclass
@@ -167,41 +166,28 @@ def _forward(model, value_head, batch: dict, allowed_token_ids):
     return logps, value_head(out.hidden_states[-1][:, :-1].float()).squeeze(-1)
 
 
-def _scores(reward_fn, prompts, texts, device) -> torch.Tensor:
-    scores = reward_fn(prompts, texts)
-    try:
-        scores = torch.as_tensor(scores, dtype=torch.float32).to(device)
-    except (TypeError, ValueError, RuntimeError):
-        raise TypeError(
-            f"reward(prompts, responses) must return a float tensor [B], got {type(scores).__name__}."
-        ) from None
-    if scores.shape != (len(texts),) or not bool(torch.isfinite(scores).all()):
-        raise ValueError(
-            f"reward(prompts, responses) must return {len(texts)} finite scores (shape "
-            f"[{len(texts)}]), got shape {list(scores.shape)}."
-        )
-    return scores
-
-
 @torch.no_grad()
 def _rollout(policy, ref_model, value_head, tokenizer, prompts, prompt_ids, reward_fn, cfg, generator):
     """Sample, score and turn one batch of rollouts into advantages; returns a dict of ``[B, …]`` tensors."""
     device = next(policy.parameters()).device
-    stop = cfg.stop_token_id if cfg.stop_token_id is not None else tokenizer.eos_token_id
     which = torch.randint(len(prompts), (cfg.batch_size,), generator=generator).tolist()
     seed = int(torch.randint(2**31 - 1, (1,), generator=generator))
     ids = [prompt_ids[i] for i in which]
-    options = dict(eos_token_id=stop, allowed_token_ids=cfg.allowed_token_ids, seed=seed)
-    sampled = sample_token_ids(policy, ids, max_new_tokens=cfg.max_new_tokens, **options)
-    # sample_token_ids strips the stop token: a response shorter than max_new_tokens ended with it
-    completions = [y + [stop] if len(y) < cfg.max_new_tokens else y for y in sampled]
-    texts = [tokenizer.decode(y, skip_special_tokens=True) for y in completions]
+    completions, texts = sample_completions(
+        policy,
+        tokenizer,
+        ids,
+        max_new_tokens=cfg.max_new_tokens,
+        stop_token_id=cfg.stop_token_id,
+        allowed_token_ids=cfg.allowed_token_ids,
+        seed=seed,
+    )
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     batch = {k: v.to(device) for k, v in pad_sequences(ids, completions, pad_id).items()}
     old_logps, old_values = _forward(policy, value_head, batch, cfg.allowed_token_ids)
     ref_logps, _ = _forward(ref_model, None, batch, cfg.allowed_token_ids)
     mask = response_mask(batch["labels"]).float()
-    scores = _scores(reward_fn, [prompts[i] for i in which], texts, device)
+    scores = call_reward(reward_fn, [prompts[i] for i in which], texts, device)
     kl = (old_logps - ref_logps) * mask
     rewards = -cfg.kl_coef * kl
     last = mask.shape[1] - 1 - mask.flip(1).argmax(1)  # the final response token of each row
@@ -252,12 +238,7 @@ def train_ppo(policy, tokenizer, prompts, reward, config=None, *, ref_model=None
         raise TypeError(f"config must be a PPOConfig, got {type(cfg).__name__}.")
     if isinstance(prompts, str) or not prompts or not all(isinstance(p, str) for p in prompts):
         raise TypeError("prompts must be a non-empty list of strings (e.g. world.prompts).")
-    if not callable(reward):
-        raise TypeError(
-            f"reward must be a RewardModel or a callable (prompts, responses) -> tensor [B], got "
-            f"{type(reward).__name__}."
-        )
-    reward_fn = (lambda p, y: reward.score(tokenizer, p, y)) if isinstance(reward, RewardModel) else reward
+    reward_fn = as_reward_fn(reward, tokenizer)
     generator = seed_everything(cfg.seed)
     ref_model = copy.deepcopy(policy) if ref_model is None else ref_model
     prepare_model(ref_model, cfg.device, train=False)

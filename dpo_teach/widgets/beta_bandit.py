@@ -117,7 +117,7 @@ def plot_beta_view(view: dict) -> Figure:
     ax_r.set_xlabel("response y")
     ax_r.set_ylabel("true reward r(x, y)")
     ax_r.set_title("reward r and the two expected rewards", fontsize=10)
-    ax_r.legend(loc="upper right", fontsize=8)
+    ax_r.legend(loc="lower left", fontsize=8)
     fig.tight_layout()
     return fig
 

@@ -82,7 +82,7 @@ def plot_loss_margin(curves: dict) -> plt.Figure:
         -0.2, 8.0
     )  # fixed, so that dragging β shows the slope change (the loss is ≈ −βh for h ≪ 0)
     ax_weight.plot(h, curves["weight"].numpy(), color="C1")
-    ax_weight.axvline(h01, color="gray", linestyle="--", label=f"weight 0.1 at h = ln 9/β = {h01:.3g}")
+    ax_weight.axvline(h01, color="gray", linestyle="--", label=f"weight 0.1 at h = ln 9/β = {h01:.4g}")
     ax_weight.set_title("Gradient weight σ(r̂_l − r̂_w) = σ(−βh)")
     ax_weight.set_xlabel("log-ratio margin h")
     ax_weight.set_ylabel("weight")
@@ -95,7 +95,7 @@ def plot_loss_margin(curves: dict) -> plt.Figure:
 def _summary_html(curves: dict) -> str:
     return (
         f"β = {curves['beta']:.3g}: loss at h = 0 is log 2 = {curves['loss_at_zero']:.4f}; "
-        f"the weight falls to 0.1 at h = ln 9/β = {curves['margin_at_weight_0.1']:.3g}"
+        f"the weight falls to 0.1 at h = ln 9/β = {curves['margin_at_weight_0.1']:.4g}"
     )
 
 

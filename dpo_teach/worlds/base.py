@@ -78,7 +78,9 @@ class World(ABC):
         tensors of their true rewards.
         """
 
-    def preference_pairs(self, policy=None, n: int = 1000, seed: int = 0, deterministic: bool = False) -> list[dict]:
+    def preference_pairs(
+        self, policy=None, n: int = 1000, seed: int = 0, deterministic: bool = False
+    ) -> list[dict]:
         """``n`` rows ``{"prompt", "chosen", "rejected"}``: x uniform over prompts, y1, y2 ~ ``policy``(·|x).
 
         ``policy``: a model, or None for the world's demonstration distribution (SequenceWorld also takes a
@@ -118,7 +120,9 @@ class World(ABC):
         try:
             return self.prompts.index(prompt)
         except ValueError:
-            raise ValueError(f"prompt {prompt!r} is not one of this world's prompts {self.prompts}.") from None
+            raise ValueError(
+                f"prompt {prompt!r} is not one of this world's prompts {self.prompts}."
+            ) from None
 
 
 def pad_batch(prompt_ids, response_ids) -> dict[str, torch.Tensor]:
@@ -148,7 +152,12 @@ def score_batch(model, batch: dict, allowed_token_ids=None, batch_size: int = 40
     out = []
     for start in range(0, batch["input_ids"].shape[0], batch_size):
         chunk = {k: v[start : start + batch_size] for k, v in batch.items()}
-        logps = forward_logps(model, chunk["input_ids"], chunk["attention_mask"], chunk["labels"],
-                              allowed_token_ids=allowed_token_ids)
+        logps = forward_logps(
+            model,
+            chunk["input_ids"],
+            chunk["attention_mask"],
+            chunk["labels"],
+            allowed_token_ids=allowed_token_ids,
+        )
         out.append(logps.float().cpu())
     return torch.cat(out)

@@ -74,8 +74,14 @@ class ReviewsWorld(World):
     def __init__(self, *, reward_scale: float = 3.0, max_new_tokens: int = 16, seed: int = 0):
         check_count("seed", seed, 0)
         check_count("max_new_tokens", max_new_tokens, 11)
-        if isinstance(reward_scale, bool) or not isinstance(reward_scale, (int, float)) or not reward_scale > 0:
-            raise ValueError(f"reward_scale={reward_scale!r} must be a number > 0 (reward = scale · VADER compound).")
+        if (
+            isinstance(reward_scale, bool)
+            or not isinstance(reward_scale, (int, float))
+            or not reward_scale > 0
+        ):
+            raise ValueError(
+                f"reward_scale={reward_scale!r} must be a number > 0 (reward = scale · VADER compound)."
+            )
         self.reward_scale, self.max_new_tokens, self.seed = float(reward_scale), max_new_tokens, seed
         self.prompts = [f"{PREFIX} the {noun}" for noun in NOUNS]
         self.vocabulary = ["review", ":", "the", ".", *NOUNS, *VERBS, *ADVERBS, *ADJECTIVES, *CONJUNCTIONS]
@@ -86,8 +92,13 @@ class ReviewsWorld(World):
         self._prompt_ids = [self.tokenizer(p)["input_ids"] for p in self.prompts]
 
     def config(self) -> dict:
-        return {"world": self.name, "reward_scale": self.reward_scale, "max_new_tokens": self.max_new_tokens,
-                "seed": self.seed, "vocabulary": self.vocabulary}
+        return {
+            "world": self.name,
+            "reward_scale": self.reward_scale,
+            "max_new_tokens": self.max_new_tokens,
+            "seed": self.seed,
+            "vocabulary": self.vocabulary,
+        }
 
     def true_reward(self, prompt: str, response: str) -> float:
         """``reward_scale`` · VADER compound of the review (prompt + response, without ``"review :"``)."""
@@ -113,28 +124,47 @@ class ReviewsWorld(World):
         """``n`` demonstrations from the grammar (every slot uniform); row i uses prompt i mod 8."""
         check_count("n", n)
         completions = self._grammar_completions(n, check_seed(seed))
-        return [{"prompt": self.prompts[i % len(self.prompts)], "completion": c} for i, c in enumerate(completions)]
+        return [
+            {"prompt": self.prompts[i % len(self.prompts)], "completion": c}
+            for i, c in enumerate(completions)
+        ]
 
     def generate(self, model, prompt_index, seed: int = 0, temperature: float = 1.0) -> list[dict]:
         """One sampled review per entry of ``prompt_index`` (ints into ``prompts``): rows with ``prompt``,
         ``completion``, ``reward``, ``grammatical`` and ``finished`` (ended with EOS within ``max_new_tokens``).
         Tokens are decoded as they are, special ones included, so a malformed sample is visibly ungrammatical."""
         prompt_index = [int(i) for i in prompt_index]
-        ids = sample_token_ids(model, [self._prompt_ids[i] for i in prompt_index], max_new_tokens=self.max_new_tokens,
-                               eos_token_id=self.tokenizer.eos_token_id, temperature=temperature, seed=seed)
+        ids = sample_token_ids(
+            model,
+            [self._prompt_ids[i] for i in prompt_index],
+            max_new_tokens=self.max_new_tokens,
+            eos_token_id=self.tokenizer.eos_token_id,
+            temperature=temperature,
+            seed=seed,
+        )
         rows = []
         for i, new in zip(prompt_index, ids, strict=True):
             finished = bool(new) and new[-1] == self.tokenizer.eos_token_id
             words = self.tokenizer.convert_ids_to_tokens(new[:-1] if finished else new)
             prompt, completion = self.prompts[i], " " + " ".join(words)
-            rows.append({"prompt": prompt, "completion": completion, "reward": self.true_reward(prompt, completion),
-                         "grammatical": is_grammatical(prompt + completion), "finished": finished, "ids": new})
+            rows.append(
+                {
+                    "prompt": prompt,
+                    "completion": completion,
+                    "reward": self.true_reward(prompt, completion),
+                    "grammatical": is_grammatical(prompt + completion),
+                    "finished": finished,
+                    "ids": new,
+                }
+            )
         return rows
 
     def samples(self, model, n_per_prompt: int = 1, seed: int = 0, temperature: float = 1.0) -> list[dict]:
         """``n_per_prompt`` reviews for every prompt (for "samples before and after" tables); see :meth:`generate`."""
         check_count("n_per_prompt", n_per_prompt)
-        rows = self.generate(model, [i for i in range(len(self.prompts)) for _ in range(n_per_prompt)], seed, temperature)
+        rows = self.generate(
+            model, [i for i in range(len(self.prompts)) for _ in range(n_per_prompt)], seed, temperature
+        )
         return [{k: r[k] for k in ("prompt", "completion", "reward", "grammatical")} for r in rows]
 
     def evaluate(self, model, ref_model, n: int = 512, seed: int = 0) -> dict:
@@ -147,7 +177,9 @@ class ReviewsWorld(World):
         """
         check_count("n", n)
         rows = self.generate(model, [i % len(self.prompts) for i in range(n)], seed)
-        batch = pad_batch([self._prompt_ids[self.prompt_index(r["prompt"])] for r in rows], [r["ids"] for r in rows])
+        batch = pad_batch(
+            [self._prompt_ids[self.prompt_index(r["prompt"])] for r in rows], [r["ids"] for r in rows]
+        )
         log_ratio = (score_batch(model, batch) - score_batch(ref_model, batch)).double()
         rewards = torch.tensor([r["reward"] for r in rows], dtype=torch.float64)
         return {
@@ -165,6 +197,7 @@ class ReviewsWorld(World):
         if policy is None:
             first, second = self._grammar_completions(n, generator), self._grammar_completions(n, generator)
         elif isinstance(policy, torch.nn.Module):
+
             def draw(idx):
                 seed = int(torch.randint(2**62, (1,), generator=generator))
                 return [r["completion"] for r in self.generate(policy, prompt_index[idx].tolist(), seed)]
@@ -179,6 +212,10 @@ class ReviewsWorld(World):
         else:
             raise TypeError(f"policy must be a model or None (the grammar), got {type(policy).__name__}.")
         prompts = [self.prompts[i] for i in prompt_index.tolist()]
-        r1 = torch.tensor([self.true_reward(p, y) for p, y in zip(prompts, first, strict=True)], dtype=torch.float64)
-        r2 = torch.tensor([self.true_reward(p, y) for p, y in zip(prompts, second, strict=True)], dtype=torch.float64)
+        r1 = torch.tensor(
+            [self.true_reward(p, y) for p, y in zip(prompts, first, strict=True)], dtype=torch.float64
+        )
+        r2 = torch.tensor(
+            [self.true_reward(p, y) for p, y in zip(prompts, second, strict=True)], dtype=torch.float64
+        )
         return first, second, r1, r2

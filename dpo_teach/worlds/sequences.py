@@ -43,31 +43,55 @@ class SequenceWorld(World):
 
     name = "sequences"
 
-    def __init__(self, n_prompts: int = 8, length: int = 3, alphabet_size: int = 8, *, variable_length: bool = False,
-                 length_bonus: float = 0.0, pair_weight: float = 0.5, reward_scale: float = 1.0,
-                 demo_sharpness: float = 1.0, seed: int = 0):
+    def __init__(
+        self,
+        n_prompts: int = 8,
+        length: int = 3,
+        alphabet_size: int = 8,
+        *,
+        variable_length: bool = False,
+        length_bonus: float = 0.0,
+        pair_weight: float = 0.5,
+        reward_scale: float = 1.0,
+        demo_sharpness: float = 1.0,
+        seed: int = 0,
+    ):
         check_count("n_prompts", n_prompts)
         check_count("length", length)
         check_count("alphabet_size", alphabet_size, 2)
         check_count("seed", seed, 0)
         if alphabet_size > 26:
             raise ValueError(f"alphabet_size={alphabet_size} must be ≤ 26 (the words are the letters a…z).")
-        n_responses = sum(alphabet_size**k for k in range(length + 1)) if variable_length else alphabet_size**length
+        n_responses = (
+            sum(alphabet_size**k for k in range(length + 1)) if variable_length else alphabet_size**length
+        )
         if n_prompts * n_responses > 200_000:
-            raise ValueError(f"n_prompts · responses = {n_prompts * n_responses} is too many to enumerate exactly; "
-                             "lower length or alphabet_size (≤ 200 000 sequences).")
-        for name, value in (("length_bonus", length_bonus), ("pair_weight", pair_weight),
-                            ("reward_scale", reward_scale), ("demo_sharpness", demo_sharpness)):
+            raise ValueError(
+                f"n_prompts · responses = {n_prompts * n_responses} is too many to enumerate exactly; "
+                "lower length or alphabet_size (≤ 200 000 sequences)."
+            )
+        for name, value in (
+            ("length_bonus", length_bonus),
+            ("pair_weight", pair_weight),
+            ("reward_scale", reward_scale),
+            ("demo_sharpness", demo_sharpness),
+        ):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
                 raise TypeError(f"{name} must be a number, got {value!r}.")
         if reward_scale <= 0:
             raise ValueError(f"reward_scale={reward_scale} must be > 0 (the std of the full-length rewards).")
         self.n_prompts, self.length, self.alphabet_size = n_prompts, length, alphabet_size
-        self.variable_length, self.length_bonus, self.pair_weight = bool(variable_length), float(length_bonus), float(pair_weight)
+        self.variable_length, self.length_bonus, self.pair_weight = (
+            bool(variable_length),
+            float(length_bonus),
+            float(pair_weight),
+        )
         self.reward_scale, self.demo_sharpness, self.seed = float(reward_scale), float(demo_sharpness), seed
         self.alphabet = list(string.ascii_lowercase[:alphabet_size])
         self.prompts = [f"p{i} :" for i in range(n_prompts)]
-        self.tokenizer = build_word_tokenizer([*(p.split()[0] for p in self.prompts), ":", *self.alphabet, STOP])
+        self.tokenizer = build_word_tokenizer(
+            [*(p.split()[0] for p in self.prompts), ":", *self.alphabet, STOP]
+        )
         words = self.alphabet + ([STOP] if self.variable_length else [])
         self.allowed_token_ids = torch.tensor(self.tokenizer.convert_tokens_to_ids(words), dtype=torch.long)
         lengths = range(length + 1) if self.variable_length else [length]
@@ -77,7 +101,9 @@ class SequenceWorld(World):
         self.response_lengths = torch.tensor([len(y) for y in self.responses_words])
         generator = torch.Generator().manual_seed(seed)
         self.unary = torch.randn(n_prompts, length, alphabet_size, generator=generator, dtype=torch.float64)
-        self.pairwise = torch.randn(n_prompts, alphabet_size, alphabet_size, generator=generator, dtype=torch.float64)
+        self.pairwise = torch.randn(
+            n_prompts, alphabet_size, alphabet_size, generator=generator, dtype=torch.float64
+        )
         self.demo_logits = demo_sharpness * torch.randn(n_prompts, length, alphabet_size, generator=generator)
         self.unary -= self.unary.mean(-1, keepdim=True)
         self.pairwise -= self.pairwise.mean((-2, -1), keepdim=True)
@@ -88,8 +114,17 @@ class SequenceWorld(World):
         self._batch = None
 
     def config(self) -> dict:
-        keys = ("n_prompts", "length", "alphabet_size", "variable_length", "length_bonus", "pair_weight",
-                "reward_scale", "demo_sharpness", "seed")
+        keys = (
+            "n_prompts",
+            "length",
+            "alphabet_size",
+            "variable_length",
+            "length_bonus",
+            "pair_weight",
+            "reward_scale",
+            "demo_sharpness",
+            "seed",
+        )
         return {"world": self.name, **{k: getattr(self, k) for k in keys}}
 
     def _text(self, words: tuple[int, ...]) -> str:
@@ -118,14 +153,18 @@ class SequenceWorld(World):
             for t, v in enumerate(y):
                 out[:, n] += word_logps[:, t, v]
         if self.variable_length:
-            out = torch.where(self.response_lengths > 0, out - torch.log(torch.tensor(float(self.length))), -torch.inf)
+            out = torch.where(
+                self.response_lengths > 0, out - torch.log(torch.tensor(float(self.length))), -torch.inf
+            )
         return out.float()
 
     def true_reward(self, prompt: str, response: str) -> float:
         key = " " + " ".join(response.split())
         if key not in self._index:
-            raise ValueError(f"response {response!r} is not a response of this world; responses look like "
-                             f"{self.responses[-1]!r} (words from {self.alphabet}).")
+            raise ValueError(
+                f"response {response!r} is not a response of this world; responses look like "
+                f"{self.responses[-1]!r} (words from {self.alphabet})."
+            )
         return float(self.reward_table[self.prompt_index(prompt), self._index[key]])
 
     def sft_rows(self, n: int, seed: int = 0) -> list[dict]:
@@ -138,7 +177,9 @@ class SequenceWorld(World):
             where = (prompt_index == p).nonzero().flatten()
             if where.numel() == 0:
                 continue
-            picks = torch.multinomial(self.demonstrator_logps[p].exp(), where.numel(), replacement=True, generator=generator)
+            picks = torch.multinomial(
+                self.demonstrator_logps[p].exp(), where.numel(), replacement=True, generator=generator
+            )
             for i, y in zip(where.tolist(), picks.tolist(), strict=True):
                 rows[i] = {"prompt": self.prompts[p], "completion": self.responses[y]}
         return rows
@@ -150,7 +191,9 @@ class SequenceWorld(World):
         if self._batch is None:
             prompt_ids = [self.tokenizer(p)["input_ids"] for p in self.prompts]
             response_ids = [self.tokenizer(r, add_special_tokens=False)["input_ids"] for r in self.responses]
-            self._batch = pad_batch([p for p in prompt_ids for _ in response_ids], response_ids * self.n_prompts)
+            self._batch = pad_batch(
+                [p for p in prompt_ids for _ in response_ids], response_ids * self.n_prompts
+            )
         logps = score_batch(model, self._batch, self.allowed_token_ids, batch_size)
         return logps.view(self.n_prompts, len(self.responses))
 
@@ -183,9 +226,15 @@ class SequenceWorld(World):
 
     def _table(self, name: str, table) -> torch.Tensor:
         shape = (self.n_prompts, len(self.responses))
-        if not isinstance(table, torch.Tensor) or tuple(table.shape) != shape or not table.is_floating_point():
-            raise ValueError(f"{name} must be a float tensor of log-probs with shape {list(shape)} (prompts × "
-                             f"responses), e.g. world.logprobs(model); got {getattr(table, 'shape', type(table))}.")
+        if (
+            not isinstance(table, torch.Tensor)
+            or tuple(table.shape) != shape
+            or not table.is_floating_point()
+        ):
+            raise ValueError(
+                f"{name} must be a float tensor of log-probs with shape {list(shape)} (prompts × "
+                f"responses), e.g. world.logprobs(model); got {getattr(table, 'shape', type(table))}."
+            )
         check_normalised(name, table)
         return table.cpu()
 
@@ -196,8 +245,10 @@ class SequenceWorld(World):
             return self._table("policy", policy)
         if isinstance(policy, torch.nn.Module):
             return self.logprobs(policy)
-        raise TypeError("policy must be a model, a [P, N] log-prob tensor or None (the demonstrator), got "
-                        f"{type(policy).__name__}.")
+        raise TypeError(
+            "policy must be a model, a [P, N] log-prob tensor or None (the demonstrator), got "
+            f"{type(policy).__name__}."
+        )
 
     def _sample_pairs(self, policy, prompt_index, generator):
         """y1 ~ π(·|x); y2 ~ π(·|x) conditioned on y2 ≠ y1 (identical pairs carry no preference), unless π puts
@@ -216,5 +267,9 @@ class SequenceWorld(World):
             others[alone, y1[alone]] = 1.0
             first[where], second[where] = y1, torch.multinomial(others, 1, generator=generator)[:, 0]
         rewards = self.reward_table.double()
-        return ([self.responses[i] for i in first.tolist()], [self.responses[i] for i in second.tolist()],
-                rewards[prompt_index, first], rewards[prompt_index, second])
+        return (
+            [self.responses[i] for i in first.tolist()],
+            [self.responses[i] for i in second.tolist()],
+            rewards[prompt_index, first],
+            rewards[prompt_index, second],
+        )

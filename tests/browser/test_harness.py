@@ -6,11 +6,26 @@ stopped seeing exceptions raised in widget callbacks, ``exercise_widget`` would 
 
 from __future__ import annotations
 
+import math
+
 import nbformat
 import pytest
 
-from .toy_notebooks import PLANTED_MESSAGE, TOY_READOUT, TOY_SLIDER, slider_notebook, toy_readout_value
-from .widget_checks import WidgetCheck, exercise_widget
+from .toy_notebooks import (
+    PLANTED_MESSAGE,
+    TOY_BUTTON,
+    TOY_READOUT,
+    TOY_SLIDER,
+    TOY_TRAINED,
+    slider_notebook,
+    toy_readout_value,
+)
+from .widget_checks import Action, WidgetCheck, exercise_widget
+
+
+def _check_cube(value: float, shown: dict[str, float]) -> None:
+    assert math.isclose(shown["cube"], value**3, abs_tol=5e-5), (value, shown)
+
 
 pytestmark = pytest.mark.browser
 
@@ -24,6 +39,11 @@ def toy_check(path: str) -> WidgetCheck:
         expected=lambda value: {"square": toy_readout_value(value)},
         betas=(2.0, 0.7),
         figure=TOY_SLIDER,
+        actions=(
+            Action(
+                button=TOY_BUTTON, readout=TOY_TRAINED, pattern=r"cube = (?P<cube>[-\d.]+)", check=_check_cube
+            ),
+        ),
     )
 
 
@@ -33,6 +53,7 @@ def test_harness_reads_a_working_slider(lab, open_notebook, tmp_path):
     notebook.run_all()
     exercise_widget(notebook, toy_check("toy_ok.ipynb"), tmp_path)
     assert notebook.text(TOY_READOUT) == "square = 0.6400"  # 0.7 + one 0.1 step from the keyboard, squared
+    assert notebook.text(TOY_TRAINED) == "cube = 0.5120"  # the button read the same value
 
 
 def test_harness_catches_an_exception_in_a_widget_callback(lab, open_notebook, tmp_path):

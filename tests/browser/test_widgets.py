@@ -12,13 +12,12 @@ import math
 import os
 import shutil
 
+import nbformat
 import pytest
 import torch
 
 from .conftest import BOOK, REPO
 from .widget_checks import WidgetCheck, exercise_widget
-
-pytestmark = pytest.mark.browser
 
 NUMBER = r"[-+]?\d+(?:\.\d+)?(?:e[-+]?\d+)?"
 DOCS_SCREENSHOT = REPO / "docs" / "beta_widget.png"
@@ -72,6 +71,21 @@ WIDGETS = [
 DOCS_WIDGET = "book/02_optimal_policy.ipynb"  # whose "after" screenshot the README shows
 
 
+def test_every_widget_chapter_is_checked_in_the_browser():
+    """A chapter that builds a widget from dpo_teach.widgets must have a WidgetCheck above."""
+    with_widgets = {
+        f"book/{path.name}"
+        for path in sorted(BOOK.glob("[0-9][0-9]_*.ipynb"))
+        if any(
+            cell.cell_type == "code" and "dpo_teach.widgets" in cell.source
+            for cell in nbformat.read(path, as_version=4).cells
+        )
+    }
+    unchecked = sorted(with_widgets - {check.notebook for check in WIDGETS})
+    assert not unchecked, f"add a WidgetCheck to tests/browser/test_widgets.py for {unchecked}"
+
+
+@pytest.mark.browser
 @pytest.mark.parametrize("check", WIDGETS, ids=lambda c: c.name)
 def test_widget_in_jupyterlab(check: WidgetCheck, open_notebook, screenshot_dir):
     if not (BOOK.parent / check.notebook).exists():

@@ -2,7 +2,7 @@
 
 ``slider_notebook(raise_in_callback=False)`` is a β-widget in miniature: a slider with the book's CSS class,
 a readout that shows a closed-form function of the slider's value, and a matplotlib figure in an ``Output``
-widget. With ``raise_in_callback=True`` the slider's observer raises, outside any ``Output`` widget — the
+widget, and a *Train* button whose result (value³) appears in a second readout. With ``raise_in_callback=True`` the slider's observer raises, outside any ``Output`` widget — the
 failure that only shows in JupyterLab's log console, which the harness must still catch.
 """
 
@@ -14,6 +14,8 @@ import nbformat
 
 TOY_SLIDER = ".dpo-toy-slider"
 TOY_READOUT = ".dpo-toy-readout"
+TOY_BUTTON = ".dpo-toy-train"
+TOY_TRAINED = ".dpo-toy-trained"
 PLANTED_MESSAGE = "planted failure in a widget callback"
 
 
@@ -33,6 +35,11 @@ slider.add_class("dpo-toy-slider")
 readout = widgets.HTML()
 readout.add_class("dpo-toy-readout")
 figure = widgets.Output()
+train = widgets.Button(description="Train")
+train.add_class("dpo-toy-train")
+trained = widgets.HTML("not trained yet")
+trained.add_class("dpo-toy-trained")
+train.on_click(lambda button: setattr(trained, "value", f"cube = {slider.value ** 3:.4f}"))
 
 
 def show(value):
@@ -58,7 +65,7 @@ def on_change(change):
     wire = """\
 show(slider.value)
 slider.observe(on_change, names="value")
-display(widgets.VBox([slider, readout, figure]))
+display(widgets.VBox([slider, readout, figure, train, trained]))
 """
     nb = nbformat.v4.new_notebook()
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
