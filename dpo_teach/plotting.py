@@ -171,3 +171,56 @@ def draw_pipelines() -> Figure:
 def count_stage_boxes(fig: Figure) -> list[int]:
     """Number of stage boxes drawn on each axes of ``fig`` (top to bottom), read back from the artists."""
     return [sum(patch.get_gid() == STAGE_GID for patch in ax.patches) for ax in fig.axes]
+
+
+def plot_reward_kl_frontier(
+    curve: dict,
+    series: dict | None = None,
+    *,
+    ax=None,
+    title: str = "Expected true reward against KL to the reference",
+) -> object:
+    """The reward–KL plane: the exact π*_β curve (the frontier no policy can exceed) and methods' points on it.
+
+    Args:
+        curve: ``kl`` and ``expected_reward`` sequences of the π*_β curve (e.g.
+            :func:`dpo_teach.widgets.beta_train.reward_kl_curve`), drawn as a line from π_ref (KL = 0) outwards.
+        series: ``{label: {"kl": [...], "expected_reward": [...]}}``, one entry per method, drawn as markers
+            joined by a thin line; optional keys ``beta`` (each point annotated "β=…"), ``n`` (annotated
+            "N=…"), ``target_kl``/``target_reward`` (a dotted line from each point to the π*_β it aims at),
+            ``marker`` and ``color``.
+        ax: the matplotlib axes to draw on (default: a new 7 × 4.5 inch pyplot figure).
+        title: the axes' title.
+
+    Returns the axes. The horizontal axis is mean KL(π ‖ π_ref) in nats, the vertical one the mean expected
+    true reward (both averaged over prompts).
+    """
+    if ax is None:
+        _, ax = plt.subplots(figsize=(7, 4.5))
+    kl, reward = list(map(float, curve["kl"])), list(map(float, curve["expected_reward"]))
+    order = sorted(range(len(kl)), key=kl.__getitem__)
+    ax.plot([kl[i] for i in order], [reward[i] for i in order], color="black", linewidth=1.8,
+            label="π*_β (exact optimum)", zorder=2)  # fmt: skip
+    markers = "osD^vP<>Xh"
+    for k, (label, points) in enumerate((series or {}).items()):
+        xs, ys = list(map(float, points["kl"])), list(map(float, points["expected_reward"]))
+        if len(xs) != len(ys):
+            raise ValueError(f"series {label!r}: kl has {len(xs)} values but expected_reward has {len(ys)}.")
+        color, marker = points.get("color", f"C{k}"), points.get("marker", markers[k % len(markers)])
+        ax.plot(xs, ys, marker=marker, color=color, linestyle="-" if len(xs) > 1 else "none", linewidth=0.8,
+                markersize=7, label=label, zorder=4)  # fmt: skip
+        for key, fmt in (("beta", "β={:.3g}"), ("n", "N={:d}")):
+            for x, y, v in zip(xs, ys, points.get(key, ()), strict=False):
+                ax.annotate(fmt.format(v), (x, y), textcoords="offset points", xytext=(5, -11), fontsize=7,
+                            color=color)  # fmt: skip
+        for x, y, tx, ty in zip(
+            xs, ys, points.get("target_kl", ()), points.get("target_reward", ()), strict=False
+        ):
+            ax.plot([x, tx], [y, ty], linestyle=":", color=color, linewidth=1.0, zorder=3)
+    ax.set_xlabel("KL(π ‖ π_ref)  (nats, mean over prompts)")
+    ax.set_ylabel("expected true reward E_π[r]")
+    ax.set_title(title)
+    ax.set_xlim(left=-0.05 * max(kl + [1e-3]))
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    return ax

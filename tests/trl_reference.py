@@ -3,9 +3,9 @@
 TRL is *imported* here to compare against, never copied. Everything is built from configs: a word-level
 tokenizer (:func:`dpo_teach.models.build_word_tokenizer`), a ``GPT2LMHeadModel`` from a ``GPT2Config``, and a
 handful of preference rows. The builders return TRL trainers with ``report_to=[]`` and ``output_dir`` in a
-temporary folder; :func:`trl_collate` gives TRL's own collated batch, and :func:`trl_batch_to_ours` turns it into
-the batch :func:`dpo_teach.logprobs.concatenated_forward` takes - the *same* token ids, so that the two losses
-can be compared number for number.
+temporary folder. The DPO builder and the batch helpers (:func:`trl_collate`: TRL's own collated batch;
+:func:`trl_batch_to_ours`: the same token ids as the batch of :func:`dpo_teach.logprobs.concatenated_forward`;
+:func:`trl_dpo_loss`) live in :mod:`dpo_teach.trl_compat`, which chapter 11 uses too, and are re-exported here.
 
 Used by ``tests/test_trl_parity_losses.py`` (loss level) and by the trainer-level parity test.
 """
@@ -18,8 +18,14 @@ import torch
 from datasets import Dataset
 from transformers import GPT2Config, GPT2LMHeadModel
 
-from dpo_teach.logprobs import IGNORE_INDEX
 from dpo_teach.models import build_word_tokenizer
+from dpo_teach.trl_compat import (  # noqa: F401 (re-exported for the parity tests)
+    trl_batch_to_ours,
+    trl_collate,
+    trl_dpo_loss,
+    trl_dpo_trainer,
+    trl_training_args,
+)
 
 WORDS = [
     "good",
@@ -82,31 +88,12 @@ def policy_and_reference(tokenizer, seed: int = 0, perturb: float = 0.05):
 
 
 def _common_args(tmp_path) -> dict:
-    return {
-        "output_dir": str(tmp_path),
-        "report_to": [],
-        "per_device_train_batch_size": len(PREFERENCE_ROWS),
-        "use_cpu": True,
-        "bf16": False,
-        "fp16": False,
-        "disable_tqdm": True,
-        "dataloader_num_workers": 0,
-        "seed": 0,
-    }
+    return trl_training_args(tmp_path, per_device_train_batch_size=len(PREFERENCE_ROWS))
 
 
 def build_dpo_trainer(policy, reference, tokenizer, tmp_path, *, rows=PREFERENCE_ROWS, **config):
     """``trl.DPOTrainer`` with ``DPOConfig(**config)``, e.g. ``loss_type=["ipo"]``, ``beta``, ``label_smoothing``."""
-    from trl import DPOConfig, DPOTrainer
-
-    args = DPOConfig(**_common_args(tmp_path), **config)
-    return DPOTrainer(
-        model=policy,
-        ref_model=reference,
-        args=args,
-        train_dataset=Dataset.from_list(list(rows)),
-        processing_class=tokenizer,
-    )
+    return trl_dpo_trainer(policy, reference, tokenizer, rows, tmp_path, **config)
 
 
 def build_orpo_trainer(policy, tokenizer, tmp_path, *, rows=PREFERENCE_ROWS, **config):
@@ -127,36 +114,6 @@ def build_cpo_trainer(policy, tokenizer, tmp_path, *, rows=PREFERENCE_ROWS, **co
     return CPOTrainer(
         model=policy, args=args, train_dataset=Dataset.from_list(list(rows)), processing_class=tokenizer
     )
-
-
-def trl_collate(trainer) -> dict:
-    """TRL's own collated batch of the whole train dataset (one batch), as its ``compute_loss`` receives it."""
-    examples = [trainer.train_dataset[i] for i in range(len(trainer.train_dataset))]
-    return trainer.data_collator(examples)
-
-
-def trl_batch_to_ours(batch: dict) -> dict:
-    """TRL's DPO batch (``input_ids`` ``[2B, T]`` chosen then rejected, ``attention_mask``, ``completion_mask``)
-    as the six-key batch of :func:`dpo_teach.logprobs.concatenated_forward`: the same ids, labels -100 outside
-    the completion."""
-    labels = batch["input_ids"].masked_fill(batch["completion_mask"] == 0, IGNORE_INDEX)
-    n = batch["input_ids"].shape[0] // 2
-    out = {}
-    for side, rows in (("chosen", slice(0, n)), ("rejected", slice(n, 2 * n))):
-        out[f"{side}_input_ids"] = batch["input_ids"][rows]
-        out[f"{side}_attention_mask"] = batch["attention_mask"][rows]
-        out[f"{side}_labels"] = labels[rows]
-    return out
-
-
-def trl_dpo_loss(trainer, batch: dict) -> tuple[float, dict]:
-    """TRL's DPO loss on ``batch`` (no gradient step) and the metrics it logged for it (floats)."""
-    trainer.model.eval()  # TRL files the metrics of an eval-mode forward under "eval"
-    trainer._metrics["eval"].clear()
-    with torch.no_grad():
-        loss = trainer.compute_loss(trainer.model, batch)
-    metrics = {k: v[-1] for k, v in trainer._metrics["eval"].items() if v}
-    return float(loss), metrics
 
 
 def trl_pairwise_loss(trainer, batch: dict) -> tuple[float, dict]:
