@@ -8,7 +8,9 @@ gains nothing from more (its matrices are 64 wide), a fixed thread count removes
 between machines, and on a busy machine two spinning OpenMP threads were measured ~15× slower than one.
 
 **The key** of an entry is a hash of the world's config, the model size, the SFT settings, the training
-function and the package version: change any of them and a new π_ref is trained; nothing stale is reused.
+function, the package version and a fingerprint of the source files that decide what π_ref becomes (models,
+data, log-probs, worlds, SFT): change any of them and a new π_ref is trained; nothing stale is reused — a
+reader who edits the SFT loop can never load a model the old loop trained.
 
 **Atomic writes.** An entry is written into a temporary directory next to its final place, every file is
 fsync'ed, a ``manifest.json`` with the SHA-256 of every file is written last, and the complete directory is
@@ -58,6 +60,31 @@ def _default_train_fn():
     return train_sft
 
 
+# The modules whose code determines the trained π_ref (relative to the package root).
+_SOURCES = (
+    "models.py",
+    "data.py",
+    "logprobs.py",
+    "seed.py",
+    "worlds",
+    "trainers/sft.py",
+    "trainers/common.py",
+)
+
+
+@functools.lru_cache(maxsize=1)
+def source_fingerprint() -> str:
+    """SHA-256 (first 16 hex digits) of the package sources that decide what a cached π_ref is."""
+    root = Path(__file__).resolve().parent
+    digest = hashlib.sha256()
+    for name in _SOURCES:
+        path = root / name
+        for file in sorted(path.rglob("*.py")) if path.is_dir() else [path]:
+            digest.update(file.relative_to(root).as_posix().encode())
+            digest.update(file.read_bytes())
+    return digest.hexdigest()[:16]
+
+
 def key_material(world, train_fn=None) -> dict:
     """Everything the cached π_ref depends on, as a JSON-serialisable dict."""
     for attr in ("name", "config", "model_config", "sft_config", "sft_rows", "tokenizer", "seed"):
@@ -69,6 +96,7 @@ def key_material(world, train_fn=None) -> dict:
     return {
         "format": CACHE_FORMAT,
         "dpo_teach": __version__,
+        "source": source_fingerprint(),
         "world": world.config(),
         "model": world.model_config,
         "sft": world.sft_config,

@@ -94,15 +94,17 @@ def reward_kl_curve(ref_logps, rewards, betas=None) -> dict:
     return {k: torch.tensor([p[k] for p in points], dtype=torch.float64) for k in keys}
 
 
-def frontier_gap(kl: float, reward: float, ref_logps, rewards, betas=None) -> float:
+def frontier_gap(kl: float, reward: float, curve: dict) -> float:
     """How far below the π*_β curve the point (``kl``, ``reward``) lies, in reward units (≥ 0 for every policy).
 
-    Every policy satisfies E_π[r] ≤ mean_x β log Z_β(x) + β·KL(π‖π_ref) for *every* β (equality at π*_β), so
-    the smallest of these upper bounds over the β grid is the curve's height at that KL (a supporting line of
-    the concave curve); the gap is that height minus ``reward``. A negative gap beyond float error would mean
-    a policy above the frontier — impossible, which is what the chapters assert.
+    ``curve``: a :func:`reward_kl_curve` (its ``beta`` and ``objective``). Every policy satisfies
+    E_π[r] ≤ mean_x β log Z_β(x) + β·KL(π‖π_ref) for *every* β (equality at π*_β), so the smallest of these
+    upper bounds over the curve's β grid is the curve's height at that KL (a supporting line of the concave
+    curve; on a finite grid slightly above it); the gap is that height minus ``reward``. A negative gap would mean
+    a policy above the frontier, which the Gibbs rewrite rules out.
     """
-    curve = reward_kl_curve(ref_logps, rewards, betas)
+    if not isinstance(curve, dict) or "objective" not in curve or "beta" not in curve:
+        raise TypeError("curve must be the dict returned by reward_kl_curve(ref_logps, rewards, betas).")
     ceiling = curve["objective"] + curve["beta"] * float(kl)
     return float(ceiling.min()) - float(reward)
 

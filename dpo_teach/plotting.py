@@ -184,11 +184,11 @@ def plot_reward_kl_frontier(
 
     Args:
         curve: ``kl`` and ``expected_reward`` sequences of the π*_β curve (e.g.
-            :func:`dpo_teach.widgets.beta_train.reward_kl_curve`), drawn as a line from π_ref (KL = 0) outwards.
+            :func:`dpo_teach.frontier.reward_kl_curve`), drawn as a black line from π_ref (KL = 0) outwards.
         series: ``{label: {"kl": [...], "expected_reward": [...]}}``, one entry per method, drawn as markers
             joined by a thin line; optional keys ``beta`` (each point annotated "β=…"), ``n`` (annotated
-            "N=…"), ``target_kl``/``target_reward`` (a dotted line from each point to the π*_β it aims at),
-            ``marker`` and ``color``.
+            "N=…"), ``target_kl``/``target_reward`` (a dotted line from each point to the π*_β it aims at,
+            marked by a hollow circle), ``marker``, ``color`` and ``line`` (False: markers only).
         ax: the matplotlib axes to draw on (default: a new 7 × 4.5 inch pyplot figure).
         title: the axes' title.
 
@@ -199,24 +199,46 @@ def plot_reward_kl_frontier(
         _, ax = plt.subplots(figsize=(7, 4.5))
     kl, reward = list(map(float, curve["kl"])), list(map(float, curve["expected_reward"]))
     order = sorted(range(len(kl)), key=kl.__getitem__)
-    ax.plot([kl[i] for i in order], [reward[i] for i in order], color="black", linewidth=1.8,
-            label="π*_β (exact optimum)", zorder=2)  # fmt: skip
+    ax.plot(
+        [kl[i] for i in order],
+        [reward[i] for i in order],
+        color="black",
+        linewidth=1.8,
+        label="π*_β (exact optimum)",
+        zorder=2,
+    )
     markers = "osD^vP<>Xh"
     for k, (label, points) in enumerate((series or {}).items()):
         xs, ys = list(map(float, points["kl"])), list(map(float, points["expected_reward"]))
         if len(xs) != len(ys):
             raise ValueError(f"series {label!r}: kl has {len(xs)} values but expected_reward has {len(ys)}.")
         color, marker = points.get("color", f"C{k}"), points.get("marker", markers[k % len(markers)])
-        ax.plot(xs, ys, marker=marker, color=color, linestyle="-" if len(xs) > 1 else "none", linewidth=0.8,
-                markersize=7, label=label, zorder=4)  # fmt: skip
+        joined = len(xs) > 1 and points.get("line", True)
+        ax.plot(
+            xs,
+            ys,
+            marker=marker,
+            color=color,
+            linestyle="-" if joined else "none",
+            linewidth=0.8,
+            markersize=7,
+            label=label,
+            zorder=4,
+        )
         for key, fmt in (("beta", "β={:.3g}"), ("n", "N={:d}")):
             for x, y, v in zip(xs, ys, points.get(key, ()), strict=False):
-                ax.annotate(fmt.format(v), (x, y), textcoords="offset points", xytext=(5, -11), fontsize=7,
-                            color=color)  # fmt: skip
-        for x, y, tx, ty in zip(
-            xs, ys, points.get("target_kl", ()), points.get("target_reward", ()), strict=False
-        ):
+                ax.annotate(
+                    fmt.format(v),
+                    (x, y),
+                    textcoords="offset points",
+                    xytext=(5, -11),
+                    fontsize=7,
+                    color=color,
+                )
+        targets = zip(xs, ys, points.get("target_kl", ()), points.get("target_reward", ()), strict=False)
+        for x, y, tx, ty in targets:
             ax.plot([x, tx], [y, ty], linestyle=":", color=color, linewidth=1.0, zorder=3)
+            ax.plot([tx], [ty], marker="o", markersize=5, markerfacecolor="none", color=color, zorder=3)
     ax.set_xlabel("KL(π ‖ π_ref)  (nats, mean over prompts)")
     ax.set_ylabel("expected true reward E_π[r]")
     ax.set_title(title)
@@ -224,3 +246,103 @@ def plot_reward_kl_frontier(
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right", fontsize=8)
     return ax
+
+
+#: The DPO trainer's metrics (TRL's names) in three panels: the implicit rewards, their margin, the accuracy.
+DPO_PANELS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("implicit rewards  r̂ = β log π_θ/π_ref", ("rewards/chosen", "rewards/rejected")),
+    ("reward margin  r̂_w − r̂_l", ("rewards/margins",)),
+    ("accuracy  (r̂_w > r̂_l)", ("rewards/accuracies",)),
+)
+
+
+class LiveMetricsPlot:
+    """A training callback that plots the metrics history and redraws it every ``every`` steps.
+
+    Pass it as ``callback=`` to a trainer: each call appends the metrics dict (e.g. DPO's ``rewards/chosen``);
+    every ``every`` calls the figure is redrawn and, inside IPython, shown in *one* output updated in place
+    (an ``IPython.display`` handle), so a notebook shows a single figure that grows and keeps the final one.
+    ``extra`` (optional): a function returning a dict of further values (e.g. an exact KL), called at each
+    redraw and stored in that step's entry; a panel may plot its keys. Per-step values are drawn thin, with an
+    exponential moving average (weight ``ema`` on the past) on top. Call :meth:`finish` after training for the
+    last redraw. ``display=None`` shows the figure only when running inside IPython.
+    """
+
+    def __init__(
+        self, panels=DPO_PANELS, *, every: int = 10, extra=None, ema: float = 0.9, title=None, display=None
+    ):
+        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+            raise ValueError(f"every={every!r} must be a positive int (redraw every that many steps).")
+        if not 0.0 <= ema < 1.0:
+            raise ValueError(f"ema={ema!r} must be in [0, 1) (0 = no smoothing).")
+        panels = tuple((str(name), tuple(keys)) for name, keys in panels)
+        if not panels or not all(keys and all(isinstance(k, str) for k in keys) for _, keys in panels):
+            raise ValueError(
+                "panels must be a non-empty sequence of (title, [metric names]) with ≥ 1 name each."
+            )
+        if extra is not None and not callable(extra):
+            raise TypeError(f"extra must be a function returning a dict, got {type(extra).__name__}.")
+        if display is None:
+            from IPython import get_ipython
+
+            display = get_ipython() is not None
+        self.panels, self.every, self.extra, self.ema, self.display = panels, every, extra, ema, bool(display)
+        self.history: list[dict] = []
+        self.draws = 0
+        self._drawn_at, self._sparse = 0, set()
+        self.figure, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.3), squeeze=False)
+        self.axes = list(axes[0])
+        if title:
+            self.figure.suptitle(title)
+        plt.close(self.figure)  # shown through the display handle only, never a second time by the backend
+        self._handle = None
+
+    def __call__(self, metrics: dict) -> None:
+        self.history.append(dict(metrics))
+        if len(self.history) % self.every == 0:
+            self.redraw()
+
+    def finish(self) -> Figure:
+        """Redraw with every step logged so far (if not just drawn) and return the figure."""
+        if self.history and self._drawn_at != len(self.history):
+            self.redraw()
+        return self.figure
+
+    def series(self, key: str) -> tuple[list[float], list[float]]:
+        """``(steps, values)`` of metric ``key`` over the history (entries without it are skipped)."""
+        rows = [(h.get("step", i + 1), float(h[key])) for i, h in enumerate(self.history) if key in h]
+        return [s for s, _ in rows], [v for _, v in rows]
+
+    def redraw(self) -> None:
+        """Call ``extra``, redraw every panel and update the displayed figure."""
+        if self.extra is not None:
+            values = dict(self.extra())
+            self._sparse.update(values)
+            self.history[-1].update(values)
+        self._drawn_at = len(self.history)
+        for ax, (name, keys) in zip(self.axes, self.panels, strict=True):
+            ax.clear()
+            for k, key in enumerate(keys):
+                steps, values = self.series(key)
+                if key not in self._sparse:  # logged every step: raw (thin) and smoothed
+                    smooth, acc = [], values[0] if values else 0.0
+                    for v in values:
+                        acc = self.ema * acc + (1 - self.ema) * v
+                        smooth.append(acc)
+                    ax.plot(steps, values, color=f"C{k}", alpha=0.25, linewidth=0.8)
+                    ax.plot(steps, smooth, color=f"C{k}", linewidth=1.6, label=key)
+                else:  # from `extra`, logged at redraws only: markers
+                    ax.plot(steps, values, color=f"C{k}", marker="o", markersize=3, label=key)
+            ax.set_title(name, fontsize=10)
+            ax.set_xlabel("step")
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=7)
+        self.figure.tight_layout()
+        self.draws += 1
+        if self.display:
+            from IPython.display import display
+
+            if self._handle is None:
+                self._handle = display(self.figure, display_id=True)
+            else:
+                self._handle.update(self.figure)

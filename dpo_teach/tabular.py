@@ -8,6 +8,9 @@ ties to y1). The probability that a comparison reads (winner a, loser b) is ther
 
     D(a, b | x) = ρ(a, b) q(a, b) + ρ(b, a) (1 − q(b, a)),    ρ(a, b) = π_ref(a|x) π_ref(b|x) / (1 − π_ref(a|x)),
 
+and if an annotator then flips each label independently with probability ε (``label_noise``, the noise model
+of cDPO and robust DPO), D_ε(a, b | x) = (1 − ε) D(a, b | x) + ε D(b, a | x).
+
 and the population loss of a per-pair loss ℓ (DPO's −log σ(βh) or any paired loss of :data:`~dpo_teach.losses.LOSSES`) is
 
     L(θ) = (1/X) Σ_x Σ_{a ≠ b} D(a, b | x) ℓ(log π_θ(a|x), log π_θ(b|x), log π_ref(a|x), log π_ref(b|x)).
@@ -29,14 +32,26 @@ from dpo_teach._validate import check_normalised, check_positive, check_tensor
 from dpo_teach.losses import LossSpec, get_loss
 
 
-def comparison_probs(ref_logps, rewards, deterministic: bool = False) -> torch.Tensor:
+def comparison_probs(
+    ref_logps, rewards, deterministic: bool = False, label_noise: float = 0.0
+) -> torch.Tensor:
     """D(a, b | x): the probability that a sampled comparison of prompt x has winner a and loser b.
 
     Args: ``ref_logps`` (log π_ref, normalised) and ``rewards`` float tensors ``[X, K]``; ``deterministic``
-    as in :meth:`BanditWorld.sample_comparisons`. Returns float64 ``[X, K, K]`` (winner, loser); the diagonal
-    is 0 and each prompt's table sums to 1.
+    as in :meth:`BanditWorld.sample_comparisons`; ``label_noise`` ε in [0, 0.5), the probability that each
+    label is then flipped. Returns float64 ``[X, K, K]`` (winner, loser); the diagonal is 0 and each prompt's
+    table sums to 1.
     """
     check_normalised("ref_logps", ref_logps)
+    if (
+        isinstance(label_noise, bool)
+        or not isinstance(label_noise, (int, float))
+        or not 0 <= label_noise < 0.5
+    ):
+        raise ValueError(
+            f"label_noise must be a number in [0, 0.5) (the probability that a label is flipped), got "
+            f"{label_noise!r}; use 0.0 for clean labels."
+        )
     check_tensor("rewards", rewards)
     if ref_logps.shape != rewards.shape or ref_logps.dim() != 2:
         raise ValueError(
@@ -51,7 +66,8 @@ def comparison_probs(ref_logps, rewards, deterministic: bool = False) -> torch.T
     rho = rho * (1 - torch.eye(pi.shape[-1], dtype=torch.float64))
     diff = r[:, :, None] - r[:, None, :]
     q = (diff >= 0).double() if deterministic else torch.sigmoid(diff)  # P(y1 wins | y1 = a, y2 = b)
-    return rho * q + rho.transpose(1, 2) * (1 - q.transpose(1, 2))
+    probs = rho * q + rho.transpose(1, 2) * (1 - q.transpose(1, 2))
+    return (1 - label_noise) * probs + label_noise * probs.transpose(1, 2)
 
 
 def _resolve_loss(loss) -> tuple[Callable, bool]:
@@ -108,6 +124,8 @@ def tabular_dpo(
     steps: int = 1000,
     lr: float = 0.1,
     deterministic: bool = False,
+    label_noise: float = 0.0,
+    probs=None,
     loss_kwargs: dict | None = None,
     init_logps=None,
     log_every: int = 10,
@@ -115,8 +133,12 @@ def tabular_dpo(
 ) -> TabularRun:
     """Minimise the population loss over free logits θ [X, K] on ``world``, from θ = log π_ref (or ``init_logps``).
 
-    Args: ``world`` a :class:`~dpo_teach.worlds.BanditWorld` (``ref_logps``, ``rewards``, ``evaluate``); ``loss``
-    as in :func:`population_loss`, with ``loss_kwargs``; ``deterministic`` labels as in :func:`comparison_probs`.
+    Args: ``world`` a :class:`~dpo_teach.worlds.BanditWorld` (``ref_logps``, ``rewards``, ``evaluate``);
+    ``loss`` as in :func:`population_loss`, with ``loss_kwargs``; ``deterministic`` and ``label_noise`` (each
+    label flipped with probability ε) as in :func:`comparison_probs`; ``probs`` a table ``[X, K, K]`` (winner,
+    loser) that replaces the world's exact comparison distribution, e.g. the frequencies of a finite sample
+    (:func:`dpo_teach.diagnostics.empirical_comparison_probs`: then the loss is the one a DPO run on those
+    pairs minimises); with ``probs``, ``deterministic`` and ``label_noise`` must keep their defaults.
     Full-batch Adam in float64, with lr halved whenever the loss stops improving; nothing is sampled, so a run
     is deterministic. The ``history`` gets one dict at step 0 (the start), every ``log_every`` updates and after
     the last: ``step`` (updates so far), ``loss`` and the exact metrics of ``world.evaluate(π_θ, beta)``
@@ -129,7 +151,19 @@ def tabular_dpo(
             raise ValueError(f"{name} must be a positive int, got {value!r}.")
     _resolve_loss(loss)  # fail before any work on a bad loss
     ref_logps, rewards = world.ref_logps.double(), world.rewards.double()
-    probs = comparison_probs(ref_logps, rewards, deterministic)
+    if probs is None:
+        probs = comparison_probs(ref_logps, rewards, deterministic, label_noise)
+    else:
+        check_tensor("probs", probs)
+        shape = (*rewards.shape, rewards.shape[-1])
+        if tuple(probs.shape) != shape or not bool(torch.isfinite(probs).all() and (probs >= 0).all()):
+            raise ValueError(
+                f"probs must be a finite, non-negative [X, K, K] = {list(shape)} table of comparison "
+                f"probabilities (winner, loser); got shape {list(probs.shape)}."
+            )
+        if deterministic or label_noise:
+            raise ValueError("pass either probs or deterministic/label_noise (which build the table), not both.")
+        probs = probs.double()
     start = ref_logps if init_logps is None else check_normalised("init_logps", init_logps).double()
     theta = start.clone().requires_grad_(True)
     optimizer = torch.optim.Adam([theta], lr=lr)

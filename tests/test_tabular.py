@@ -167,3 +167,43 @@ def test_comparison_probs_one_hot_reference_is_a_value_error():
     ref = torch.log(torch.tensor([[1.0, 0.0, 0.0]], dtype=torch.float64))
     with pytest.raises(ValueError, match="all its mass"):
         comparison_probs(ref, torch.zeros(1, 3, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("deterministic", [False, True])
+def test_label_noise_flips_each_label_with_probability_eps(deterministic):
+    world = BanditWorld(n_responses=4, n_prompts=2, seed=8)
+    eps = 0.15
+    X, K = world.rewards.shape
+    expected = torch.zeros(X, K, K, dtype=torch.float64)
+    for x in range(X):
+        pi = [math.exp(v) for v in world.ref_logps[x].tolist()]
+        r = world.rewards[x].tolist()
+        for y1, y2 in itertools.permutations(range(K), 2):
+            p_pair = pi[y1] * pi[y2] / (1 - pi[y1])
+            clean = (1.0 if r[y1] >= r[y2] else 0.0) if deterministic else 1 / (1 + math.exp(r[y2] - r[y1]))
+            noisy = (1 - eps) * clean + eps * (1 - clean)  # the annotator's label is flipped w.p. ε
+            expected[x, y1, y2] += p_pair * noisy
+            expected[x, y2, y1] += p_pair * (1 - noisy)
+    got = comparison_probs(world.ref_logps, world.rewards, deterministic, label_noise=eps)
+    torch.testing.assert_close(got, expected)
+
+
+def test_robust_dpo_undoes_label_noise_and_dpo_does_not():
+    # Chowdhury et al. 2024: the robust loss is unbiased under flips at rate ε, so its population minimiser on
+    # noisy labels is the clean optimum π*; plain DPO on the same noisy labels lands elsewhere.
+    world = BanditWorld(n_responses=5, n_prompts=2, seed=9)
+    eps, beta = 0.2, 0.5
+    optimal = theory.optimal_policy(world.ref_logps, world.rewards, beta)
+    robust = tabular_dpo(
+        world, beta, "robust", steps=400, label_noise=eps, loss_kwargs={"label_smoothing": eps}
+    )
+    plain = tabular_dpo(world, beta, "sigmoid", steps=400, label_noise=eps)
+    assert theory.kl_divergence(robust.policy_logps, optimal).max() < 1e-8
+    assert theory.kl_divergence(plain.policy_logps, optimal).mean() > 1e-3
+
+
+@pytest.mark.parametrize("label_noise", [0.5, -0.1, True, "0.1"])
+def test_bad_label_noise_is_a_value_error(label_noise):
+    world = BanditWorld(n_responses=3, seed=0)
+    with pytest.raises(ValueError, match="label_noise"):
+        comparison_probs(world.ref_logps, world.rewards, label_noise=label_noise)

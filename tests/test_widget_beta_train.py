@@ -22,6 +22,7 @@ from dpo_teach.widgets.beta_train import (
     CSS_ROOT,
     CSS_SLIDER,
     DPO_RECIPE,
+    N_PAIRS,
     SLIDER_DESCRIPTION,
     STAR_ID,
     beta_trainer,
@@ -117,18 +118,19 @@ def test_policy_point(tables):
 
 def test_no_policy_lies_above_the_frontier(tables):
     ref_logps, rewards = tables
+    curve = reward_kl_curve(ref_logps, rewards)
     generator = torch.Generator().manual_seed(0)
     for scale in (0.5, 2.0, 8.0):
         logits = ref_logps.double() + scale * torch.randn(
             ref_logps.shape, generator=generator, dtype=torch.float64
         )
         point = policy_point(torch.log_softmax(logits, -1), ref_logps, rewards)
-        assert frontier_gap(point["kl"], point["expected_reward"], ref_logps, rewards) > 0
+        assert frontier_gap(point["kl"], point["expected_reward"], curve) > 0
     on_curve = optimal_point(ref_logps, rewards, 1.0)  # β = 1 is on the default grid
-    assert frontier_gap(on_curve["kl"], on_curve["expected_reward"], ref_logps, rewards) == pytest.approx(
-        0, abs=1e-9
-    )
-    assert frontier_gap(on_curve["kl"], on_curve["expected_reward"] + 0.1, ref_logps, rewards) < -0.09
+    assert frontier_gap(on_curve["kl"], on_curve["expected_reward"], curve) == pytest.approx(0, abs=1e-9)
+    assert frontier_gap(on_curve["kl"], on_curve["expected_reward"] + 0.1, curve) < -0.09
+    with pytest.raises(TypeError, match="reward_kl_curve"):
+        frontier_gap(0.1, 0.1, {"kl": curve["kl"]})
 
 
 # ---- the widget: slider and readout ---------------------------------------------------------------------
@@ -248,36 +250,33 @@ def reference(world):
     return ref, world.logprobs(ref)
 
 
-#: the stated bound: DPO at β = 1 (the recipe of :data:`DPO_RECIPE`) lands within this KL of π*_β
-KL_BOUND_AT_BETA_1 = 0.3
+#: the stated bound: DPO at β = 1 (:data:`DPO_RECIPE`, 8000 pairs) lands within this KL of π*_β (measured ≈ 0.10;
+#: π_ref itself is 0.44 nats from it)
+KL_BOUND_AT_BETA_1 = 0.2
 
 
 @pytest.mark.slow
-def test_train_lands_near_the_optimum(world, reference):
-    ref, ref_logps = reference
-    start = optimal_point(ref_logps, world.reward_table, 1.0)
-    landed = train_at_beta(world, ref, 1.0, ref_logps=ref_logps, progress=False)
-    exact = world.evaluate(landed.policy_logps, ref_logps, 1.0)
-    assert landed.kl_to_optimal == pytest.approx(exact["kl_to_optimal"], abs=1e-6)
-    assert (landed.optimal_kl, landed.optimal_expected_reward) == pytest.approx(
-        (start["kl"], start["expected_reward"])
-    )
-    kl_ref_to_optimal = world.evaluate(ref_logps, ref_logps, 1.0)["kl_to_optimal"]
-    assert landed.kl_to_optimal < KL_BOUND_AT_BETA_1
-    assert landed.kl_to_optimal < 0.6 * kl_ref_to_optimal  # DPO moved π_θ most of the way towards π*_β
-    assert landed.expected_reward > policy_point(ref_logps, ref_logps, world.reward_table)["expected_reward"]
-    assert landed.steps == n_steps(2000)
-
-
-@pytest.mark.slow
-def test_button_trains_and_adds_the_landing(world, reference):
+def test_train_button_lands_near_the_optimum(world, reference):
+    """Pressing *Train* at β = 1 runs :func:`train_at_beta`; the landing is within the stated KL of π*_β."""
     ref, ref_logps = reference
     trainer = beta_trainer(world, ref, ref_logps=ref_logps, beta=1.0)
     assert "DPO (trained here)" not in trainer.canvas.svg
     trainer.button.click()  # what pressing the button does
     assert len(trainer.trained) == 1 and not trainer.button.disabled
     landed = trainer.trained[0]
-    assert trainer.progress.value == trainer.progress.max == landed.steps
+    assert landed.steps == n_steps(N_PAIRS) and trainer.progress.value == trainer.progress.max == landed.steps
+
+    exact = world.evaluate(landed.policy_logps, ref_logps, 1.0)
+    start = optimal_point(ref_logps, world.reward_table, 1.0)
+    assert landed.kl_to_optimal == pytest.approx(exact["kl_to_optimal"], abs=1e-6)
+    assert (landed.optimal_kl, landed.optimal_expected_reward) == pytest.approx(
+        (start["kl"], start["expected_reward"])
+    )
+    kl_ref_to_optimal = world.evaluate(ref_logps, ref_logps, 1.0)["kl_to_optimal"]
+    assert landed.kl_to_optimal < KL_BOUND_AT_BETA_1
+    assert landed.kl_to_optimal < 0.5 * kl_ref_to_optimal  # DPO moved π_θ most of the way towards π*_β
+    assert landed.expected_reward > policy_point(ref_logps, ref_logps, world.reward_table)["expected_reward"]
+
     shown = readout_numbers(trainer.result.value)
     assert shown == {
         "train_beta": 1.0,
@@ -285,6 +284,5 @@ def test_button_trains_and_adds_the_landing(world, reference):
         "train_expected_reward": round(landed.expected_reward, 3),
         "kl_to_optimal": round(landed.kl_to_optimal, 3),
     }
-    assert landed.kl_to_optimal < KL_BOUND_AT_BETA_1
     assert "DPO (trained here)" in trainer.canvas.svg  # the legend of the redrawn picture
     assert star(trainer.image.value)["beta"] == pytest.approx(1.0)

@@ -160,6 +160,21 @@ class MetricLogger:
         self.bar.close()
 
 
+def accumulate_metrics(sums: dict, metrics: dict) -> None:
+    """Add per-example metric tensors (or ``(sum, count)`` pairs) into running ``[sum, count]`` totals, so that
+    a step's metrics over several micro-batches are means over all its examples."""
+    for key, value in metrics.items():
+        total, count = value if isinstance(value, tuple) else (value.sum(), value.numel())
+        acc = sums.setdefault(key, [0.0, 0])
+        acc[0] += float(total.sum()) if isinstance(total, torch.Tensor) else float(total)
+        acc[1] += float(count.sum()) if isinstance(count, torch.Tensor) else count
+
+
+def mean_metrics(sums: dict) -> dict:
+    """The means of :func:`accumulate_metrics` totals (NaN for a metric that saw no example)."""
+    return {k: (s / n if n else float("nan")) for k, (s, n) in sums.items()}
+
+
 def _encode_tensor(t: torch.Tensor) -> str:
     buf = io.BytesIO()
     torch.save(t, buf)

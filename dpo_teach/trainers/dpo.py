@@ -30,10 +30,10 @@ from pathlib import Path
 import torch
 
 from dpo_teach import data as D
-from dpo_teach.logprobs import concatenated_forward, forward_logps
 from dpo_teach.losses import get_loss
 from dpo_teach.seed import seed_everything
 from dpo_teach.trainers import common as C
+from dpo_teach.trainers.dpo_step import FILLED_IN, preference_step, reference_logps
 
 #: config fields that may differ between an interrupted run and its resumption
 _NOT_COMPARED = ("progress", "device", "output_dir", "save_steps")
@@ -86,7 +86,7 @@ class DPOConfig:
             )
         if not isinstance(self.loss_kwargs, dict):
             raise TypeError(f"loss_kwargs must be a dict, got {type(self.loss_kwargs).__name__}.")
-        accepted = set(inspect.signature(self.spec.fn).parameters) - _FILLED_IN
+        accepted = set(inspect.signature(self.spec.fn).parameters) - FILLED_IN
         unknown = set(self.loss_kwargs) - accepted
         if unknown:
             raise ValueError(
@@ -97,14 +97,6 @@ class DPOConfig:
 
     def to_dict(self) -> dict:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-
-
-# arguments the trainer supplies itself (everything else of a loss function may go in loss_kwargs)
-_FILLED_IN = {
-    "policy_chosen_logps", "policy_rejected_logps", "ref_chosen_logps", "ref_rejected_logps", "beta",
-    "label_smoothing", "chosen_lengths", "rejected_lengths", "policy_logps", "ref_logps", "labels",
-    "kl_policy_logps", "kl_ref_logps", "chosen_nll",
-}  # fmt: skip
 
 
 class DPOTrainer:
@@ -172,76 +164,9 @@ class DPOTrainer:
         C.check_fits(self.model, out, cfg.max_length)
         return out
 
-    # ------------------------------------------------------------------ one batch → loss and metrics
-    def _ref_logps(self, batch: dict, ref_model=None) -> dict:
-        """Reference log-probs for ``batch``: precomputed ones, else one no-grad forward of π_ref."""
-        if "ref_chosen_logps" in batch or "ref_logps" in batch:
-            keys = ("ref_chosen_logps", "ref_rejected_logps", "ref_logps", "ref_kl_logps")
-            return {k: batch[k].to(self.device) for k in keys if k in batch}
-        ref_model = ref_model if ref_model is not None else self.ref_model
-        with torch.no_grad():
-            if self.config.spec.paired:
-                out = concatenated_forward(ref_model, batch, allowed_token_ids=self.config.allowed_token_ids)
-                return {"ref_chosen_logps": out.chosen_logps, "ref_rejected_logps": out.rejected_logps}
-            return {
-                "ref_logps": self._forward(ref_model, batch, "completion"),
-                "ref_kl_logps": self._forward(ref_model, batch, "kl"),
-            }
-
-    def _forward(self, model, batch, prefix):
-        keys = ("input_ids", "attention_mask", "labels")
-        return forward_logps(
-            model, *(batch[f"{prefix}_{k}"] for k in keys), allowed_token_ids=self.config.allowed_token_ids
-        )
-
     def compute_loss(self, batch: dict) -> tuple[torch.Tensor, dict]:
-        """Mean loss over the batch (differentiable) and a dict of per-example metric tensors (TRL's names)."""
-        cfg, spec = self.config, self.config.spec
-        ref = self._ref_logps(batch) if spec.needs_reference else {}
-        kwargs = {"beta": cfg.beta, **cfg.loss_kwargs}
-        if cfg.label_smoothing:
-            kwargs["label_smoothing"] = cfg.label_smoothing
-        if not spec.paired:
-            policy = self._forward(self.model, batch, "completion")
-            with torch.no_grad():
-                kl_policy = self._forward(self.model, batch, "kl")
-            labels = batch["label"].to(self.device)
-            losses, r_w, r_l = spec(
-                policy, ref["ref_logps"], labels, kl_policy, ref["ref_kl_logps"], **kwargs
-            )
-            z = (kl_policy - ref["ref_kl_logps"]).mean().clamp(min=0)
-            metrics = {
-                "rewards/chosen": r_w,
-                "rewards/rejected": r_l,
-                "logps/chosen": policy.detach()[labels],
-                "logps/rejected": policy.detach()[~labels],
-                "kl": z[None],
-            }
-            return losses.mean(), metrics
-        out = concatenated_forward(
-            self.model, batch, average=spec.length_normalized, allowed_token_ids=cfg.allowed_token_ids
-        )
-        if spec.needs_reference:
-            if "chosen_lengths" in inspect.signature(spec.fn).parameters:  # IPO, length-normalised as in TRL
-                kwargs.update(chosen_lengths=out.chosen_lengths, rejected_lengths=out.rejected_lengths)
-            losses, r_w, r_l = spec(
-                out.chosen_logps,
-                out.rejected_logps,
-                ref["ref_chosen_logps"],
-                ref["ref_rejected_logps"],
-                **kwargs,
-            )
-        else:
-            losses, r_w, r_l = spec(out.chosen_logps, out.rejected_logps, **kwargs)
-        n_w, n_l = out.chosen_lengths.float(), out.rejected_lengths.float()
-        metrics = {
-            "rewards/chosen": r_w, "rewards/rejected": r_l, "rewards/margins": r_w - r_l,
-            "rewards/accuracies": (r_w > r_l).float(),
-            "logps/chosen": out.chosen_logps.detach(), "logps/rejected": out.rejected_logps.detach(),
-            # TRL's logits/*: the mean over all response tokens of the batch, so sums and token counts
-            "logits/chosen": (out.mean_chosen_logits * n_w, n_w), "logits/rejected": (out.mean_rejected_logits * n_l, n_l),
-        }  # fmt: skip
-        return losses.mean(), metrics
+        """Mean loss over ``batch`` and per-example metrics (:func:`dpo_teach.trainers.dpo_step.preference_step`)."""
+        return preference_step(self.model, self.ref_model, batch, self.config)
 
     # ------------------------------------------------------------------ the loop
     def precompute_reference(self) -> None:
@@ -257,8 +182,9 @@ class DPOTrainer:
                 continue
             for start in range(0, len(data), self.config.batch_size):
                 chunk = data.examples[start : start + self.config.batch_size]
-                for key, values in self._ref_logps(
-                    self._batch(data, range(start, start + len(chunk))), ref
+                batch = self._batch(data, range(start, start + len(chunk)))
+                for key, values in reference_logps(
+                    ref, batch, self.config.spec.paired, self.config.allowed_token_ids
                 ).items():
                     for example, value in zip(chunk, values.tolist(), strict=True):
                         example[key] = value
@@ -298,14 +224,14 @@ class DPOTrainer:
                     (
                         loss * (len(idx) / n)
                     ).backward()  # so the step's gradient is that of the mean over n pairs
-                    _accumulate(sums, {"loss": (loss.detach() * len(idx), len(idx)), **metrics})
+                    C.accumulate_metrics(sums, {"loss": (loss.detach() * len(idx), len(idx)), **metrics})
                 lr = scheduler.get_last_lr()[0]
                 grad_norm = C.clip_and_step(self.model, optimizer, scheduler, cfg.max_grad_norm)
                 step += 1
                 entry = {
                     "step": step,
                     "epoch": step * cfg.grad_accum / per_epoch,
-                    **_means(sums),
+                    **C.mean_metrics(sums),
                     "grad_norm": grad_norm,
                     "lr": lr,
                 }
@@ -341,9 +267,9 @@ class DPOTrainer:
         for start in range(0, len(self.eval_data), self.config.batch_size):
             idx = list(range(start, min(start + self.config.batch_size, len(self.eval_data))))
             loss, metrics = self.compute_loss(self._batch(self.eval_data, idx))
-            _accumulate(sums, {"loss": (loss * len(idx), len(idx)), **metrics})
+            C.accumulate_metrics(sums, {"loss": (loss * len(idx), len(idx)), **metrics})
         self.model.train(was_training)
-        return {f"eval_{k}": v for k, v in _means(sums).items()}
+        return {f"eval_{k}": v for k, v in C.mean_metrics(sums).items()}
 
     # ------------------------------------------------------------------ saving and resuming
     def save_checkpoint(self, path, optimizer, scheduler, step: int) -> Path:
@@ -381,19 +307,6 @@ class DPOTrainer:
         self.model.save_pretrained(path)
         if self.tokenizer is not None:
             self.tokenizer.save_pretrained(path)
-
-
-def _accumulate(sums: dict, metrics: dict) -> None:
-    """Add per-example metric tensors (or ``(sum, count)`` pairs) into running ``[sum, count]`` totals."""
-    for key, value in metrics.items():
-        total, count = value if isinstance(value, tuple) else (value.sum(), value.numel())
-        acc = sums.setdefault(key, [0.0, 0])
-        acc[0] += float(total.sum()) if isinstance(total, torch.Tensor) else float(total)
-        acc[1] += float(count.sum()) if isinstance(count, torch.Tensor) else count
-
-
-def _means(sums: dict) -> dict:
-    return {k: (s / n if n else float("nan")) for k, (s, n) in sums.items()}
 
 
 def train_dpo(
