@@ -11,6 +11,14 @@ SANITIZE := tests/nbval_sanitize.cfg
 NBVAL_FLAGS := --nbval --nbval-current-env --nbval-sanitize-with $(SANITIZE) --nbval-cell-timeout=600
 LINT_PATHS := $(wildcard dpo_teach tests benchmarks tools book)
 
+# One intra-op thread per process: the book's models are 64 wide, so a second thread buys nothing, and on a
+# 2-core machine two spinning OpenMP pools per process (pytest-xdist runs two) were measured 5-20x slower.
+# It also makes the stored outputs independent of the machine's core count. Override with OMP_NUM_THREADS=...
+export OMP_NUM_THREADS ?= 1
+# Test processes: two pytest-xdist workers, one notebook (or test file) each at a time (--dist loadfile keeps a
+# notebook's cells in one kernel). JOBS=1 runs everything in one process.
+JOBS ?= 2
+
 # Optional variables: PORT and LAB_ARGS (lab), NB (test-chapter, execute), PYTEST_ARGS (test).
 PORT ?=
 LAB_ARGS ?=
@@ -37,7 +45,8 @@ lab: $(STAMP)
 		$(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS)
 
 test: $(STAMP)
-	$(PY) -m pytest tests book $(NBVAL_FLAGS) --durations=10 $(PYTEST_ARGS)
+	$(PY) -m pytest tests book $(NBVAL_FLAGS) $(if $(filter-out 1,$(JOBS)),-n $(JOBS) --dist loadfile) \
+		--durations=10 $(PYTEST_ARGS)
 
 test-chapter: $(STAMP)
 	@test -n "$(NB)" || { echo "usage: make test-chapter NB=book/00_preface.ipynb"; exit 2; }

@@ -3,7 +3,8 @@
 Same tiny GPT-2 (random init, built from a config), same 512 preference pairs, same batch size, β, optimizer
 and learning rate, both with a live reference model (a frozen copy, one no-grad forward per step), CPU.
 Prints, for each trainer, the first-batch loss on the same batch (before any step) and pairs/s of ``train()``
-(the best of ``--repeats`` interleaved runs, after an untimed warm-up), then the ratio. ``dpo_teach`` is also
+(the best of ``--repeats`` interleaved runs, after an untimed warm-up), then the ratio. TRL runs with its
+defaults (which include gradient checkpointing) and, for reference, with gradient checkpointing off. ``dpo_teach`` is also
 timed with ``precompute_ref_logps=True`` (reference log-probs computed once, then the reference is dropped).
 
     python benchmarks/bench_vs_trl.py            # make bench
@@ -53,7 +54,7 @@ def make_model(tokenizer, seed: int, n_layer: int, n_embd: int) -> GPT2LMHeadMod
     return GPT2LMHeadModel(config)
 
 
-def trl_trainer(policy, reference, tokenizer, rows, args, out_dir):
+def trl_trainer(policy, reference, tokenizer, rows, args, out_dir, gradient_checkpointing=True):
     from trl import DPOConfig
     from trl import DPOTrainer as TRLDPOTrainer
 
@@ -61,7 +62,7 @@ def trl_trainer(policy, reference, tokenizer, rows, args, out_dir):
         output_dir=out_dir, report_to=[], per_device_train_batch_size=args.batch_size, learning_rate=args.lr,
         beta=args.beta, num_train_epochs=1, lr_scheduler_type="constant", max_grad_norm=1.0, weight_decay=0.0,
         logging_steps=1, save_strategy="no", use_cpu=True, bf16=False, disable_tqdm=True, seed=0,
-        dataloader_num_workers=0,
+        dataloader_num_workers=0, gradient_checkpointing=gradient_checkpointing,
     )  # fmt: skip
     trainer = TRLDPOTrainer(model=policy, ref_model=reference, args=config, train_dataset=Dataset.from_list(rows),
                             processing_class=tokenizer)  # fmt: skip
@@ -126,10 +127,13 @@ def main(argv=None) -> None:
             tokenizer, 0, args.n_layer, args.n_embd
         )
 
-    times = {"trl": [], "ours": [], "ours_pre": []}
+    times = {"trl": [], "trl_no_gc": [], "ours": [], "ours_pre": []}
     with tempfile.TemporaryDirectory() as out:
         builders = {
             "trl": lambda: trl_trainer(*fresh(), tokenizer, rows, args, out),
+            "trl_no_gc": lambda: trl_trainer(
+                *fresh(), tokenizer, rows, args, out, gradient_checkpointing=False
+            ),
             "ours": lambda: ours_trainer(*fresh(), tokenizer, rows, args),
             "ours_pre": lambda: ours_trainer(*fresh(), tokenizer, rows, args, precompute=True),
         }
@@ -145,17 +149,20 @@ def main(argv=None) -> None:
     print(
         f"first-batch loss   dpo_teach {ours_loss:.8f}   TRL {trl_loss:.8f}   |diff| {abs(ours_loss - trl_loss):.2e}"
     )
-    print("                                       pairs/s (wall)      pairs/s (process CPU time)")
+    print(f"{'':<36} {'pairs/s (wall)':>14}  {'pairs/s (CPU time)':>18}     vs TRL defaults (wall / CPU)")
     labels = {
-        "trl": "TRL DPOTrainer",
+        "trl": "TRL DPOTrainer (its defaults)",
+        "trl_no_gc": "TRL, gradient_checkpointing=False",
         "ours": "dpo_teach DPOTrainer",
         "ours_pre": "dpo_teach, precompute_ref_logps",
     }
     for name, label in labels.items():
         ratio = (
-            "" if name == "trl" else f"{wall[name] / wall['trl']:.2f}× / {cpu[name] / cpu['trl']:.2f}× TRL"
+            ""
+            if name.startswith("trl")
+            else f"{wall[name] / wall['trl']:.2f}× / {cpu[name] / cpu['trl']:.2f}× TRL"
         )
-        print(f"{label:<36} {wall[name]:9.1f}  {cpu[name]:21.1f}     {ratio}")
+        print(f"{label:<36} {wall[name]:14.1f}  {cpu[name]:18.1f}     {ratio}")
     print(
         "(CPU time is the fairer measure on a loaded machine: wall time includes waiting for other processes.)"
     )

@@ -235,13 +235,17 @@ def _train(world, train_fn, progress: bool):
     return model, info
 
 
-def reference_model(world, *, device=None, cache_dir=None, progress: bool = True, train_fn=None):
+def reference_model(world, *, device=None, cache_dir=None, progress: bool = False, train_fn=None):
     """π_ref of ``world``: ``(model, tokenizer)``, the model in eval mode on ``device``.
 
     The first call trains it (``train_fn``, default :func:`dpo_teach.trainers.sft.train_sft`, called as
     ``train_fn(model, tokenizer, rows, allowed_token_ids=…, seed=…, device="cpu", progress=…, **sft_config)``)
     and caches it under :func:`cache_path`; later calls load it. A corrupt or partial entry is rebuilt with a
     warning. ``cache_dir`` overrides ``$DPO_TEACH_CACHE`` / ``~/.cache/dpo_teach``.
+
+    ``progress`` is off by default: a bar that appears only when the cache is cold would make a chapter's
+    stored output depend on what ran before it (nbval compares outputs strictly). Chapter 05 shows SFT
+    with its progress bar by calling :func:`dpo_teach.trainers.sft.train_sft` itself.
     """
     if train_fn is not None and not callable(train_fn):
         raise TypeError(

@@ -111,7 +111,7 @@ def read_rows(source) -> list:
     if isinstance(source, (list, tuple)):
         return list(source)
     if hasattr(source, "column_names") and hasattr(source, "__getitem__") and hasattr(source, "__len__"):
-        return [source[i] for i in range(len(source))]  # a datasets.Dataset
+        return source.to_list() if hasattr(source, "to_list") else [source[i] for i in range(len(source))]
     raise TypeError(
         f"rows must be a list of dicts, a .json/.jsonl path or a datasets.Dataset, got {type(source).__name__}."
     )

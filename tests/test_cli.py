@@ -111,7 +111,7 @@ def test_unknown_loss_is_a_usage_error(capsys):
 
 @pytest.mark.slow
 def test_demo_runs_end_to_end(capsys):
-    assert main(["demo", "--pairs", "128", "--epochs", "1", "--eval-samples", "64", "--quiet"]) == 0
+    assert main(["demo", "--pairs", "64", "--epochs", "1", "--eval-samples", "32", "--quiet"]) == 0
     out = capsys.readouterr().out
     for part in ("1/4", "2/4", "3/4", "4/4", "expected true reward", "KL(π_θ ‖ π_ref)"):
         assert part in out

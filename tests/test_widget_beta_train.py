@@ -286,3 +286,41 @@ def test_train_button_lands_near_the_optimum(world, reference):
     }
     assert "DPO (trained here)" in trainer.canvas.svg  # the legend of the redrawn picture
     assert star(trainer.image.value)["beta"] == pytest.approx(1.0)
+
+
+# ---- the frontier plot (dpo_teach.plotting) ----------------------------------------------------------------
+
+
+def test_frontier_plot_draws_the_curve_and_the_series(tables):
+    from matplotlib.figure import Figure
+
+    from dpo_teach.plotting import plot_reward_kl_frontier
+
+    curve = reward_kl_curve(*tables, torch.tensor([5.0, 1.0, 0.2], dtype=torch.float64))
+    ax = Figure().subplots()
+    series = {
+        "DPO": {"kl": [0.1, 0.3], "expected_reward": [0.2, 0.5], "beta": [2.0, 1.0],
+                "target_kl": [0.12, 0.4], "target_reward": [0.3, 0.8]},
+        "best-of-N": {"kl": [0.2], "expected_reward": [0.3], "n": [4], "line": False},
+    }  # fmt: skip
+    plot_reward_kl_frontier(curve, series, ax=ax)
+    lines = {line.get_label(): line for line in ax.get_lines()}
+    assert list(lines["π*_β (exact optimum)"].get_xdata()) == pytest.approx(sorted(curve["kl"].tolist()))
+    assert list(lines["DPO"].get_ydata()) == [0.2, 0.5] and lines["DPO"].get_linestyle() == "-"
+    assert lines["best-of-N"].get_linestyle() == "None"
+    assert sorted(t.get_text() for t in ax.texts) == ["N=4", "β=1", "β=2"]
+    dotted = [line for line in ax.get_lines() if line.get_linestyle() == ":"]
+    assert [list(line.get_xdata()) for line in dotted] == [[0.1, 0.12], [0.3, 0.4]]
+    assert "KL" in ax.get_xlabel() and "reward" in ax.get_ylabel() and ax.get_title()
+
+
+def test_frontier_plot_rejects_mismatched_series(tables):
+    from matplotlib.figure import Figure
+
+    from dpo_teach.plotting import plot_reward_kl_frontier
+
+    curve = reward_kl_curve(*tables, torch.tensor([1.0], dtype=torch.float64))
+    with pytest.raises(ValueError, match="series 'DPO'"):
+        plot_reward_kl_frontier(
+            curve, {"DPO": {"kl": [0.1, 0.2], "expected_reward": [0.3]}}, ax=Figure().subplots()
+        )

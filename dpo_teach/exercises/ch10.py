@@ -73,7 +73,7 @@ def check_reference_drift(answer, policy_logps, ref_logps, beta) -> Verdict:
         )
     return Verdict(
         False,
-        "not yet; write E_π_ref[β log π_θ/π_ref] = β Σ_y π_ref(y) (log π_θ(y) − log π_ref(y)) and compare "
+        "write E_π_ref[β log π_θ/π_ref] = β Σ_y π_ref(y) (log π_θ(y) − log π_ref(y)) and compare "
         "with the definition of KL(π_ref ‖ π_θ).",
     )
 
@@ -127,7 +127,9 @@ def check_initial_loss(answer, loss_type: str, beta: float, **loss_kwargs) -> Ve
         )
     if close(truth / math.log(2)):
         return Verdict(False, "you used log base 2; the losses use the natural logarithm (ln 2 ≈ 0.6931).")
-    return Verdict(False, f"not {answer:.4g}; write the {loss_type!r} loss with every log-ratio set to 0.")
+    return Verdict(
+        False, f"{answer:.4g} is not it; write the {loss_type!r} loss with every log-ratio set to 0."
+    )
 
 
 __all__ = ["check_initial_loss", "check_reference_drift"]

@@ -30,12 +30,9 @@ OPTIM_FILE = "optimizer.pt"
 def check_positive(name: str, value, kind=(int, float), allow_zero: bool = False) -> None:
     """Raise ``TypeError``/``ValueError`` naming ``name`` unless ``value`` is a positive number of ``kind``."""
     if isinstance(value, bool) or not isinstance(value, kind):
-        raise TypeError(f"{name} must be a number ({kind}), got {type(value).__name__} {value!r}.")
-    if (
-        value < 0
-        or (value == 0 and not allow_zero)
-        or (isinstance(value, float) and not math.isfinite(value))
-    ):
+        wanted = " or ".join(k.__name__ for k in (kind if isinstance(kind, tuple) else (kind,)))
+        raise TypeError(f"{name} must be of type {wanted}, got {type(value).__name__} {value!r}.")
+    if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
         bound = "≥ 0" if allow_zero else "> 0"
         raise ValueError(f"{name}={value!r} must be finite and {bound}.")
 

@@ -1,4 +1,4 @@
-"""Chapter 07's widget: β moves π*_β along the exact reward–KL curve; *Train* runs DPO there and shows where it lands.
+"""Chapter 07's widget: β moves π*_β along the exact reward–KL curve; *Train* runs DPO and shows where it lands.
 
 The curve and π*_β's point on it come in closed form from :mod:`dpo_teach.frontier` (well under a millisecond
 for 8 × 512 responses, so the slider redraws while it moves). This module adds the training half:
@@ -7,9 +7,9 @@ for 8 × 512 responses, so the slider redraws while it moves). This module adds 
   :data:`DPO_RECIPE`), evaluated exactly: where it landed and KL(π_θ ‖ π*_β), as a :class:`TrainedPoint`.
 * :func:`beta_trainer` — the widget: a log-scale β slider, a readout, the curve with π*_β's point (an SVG in
   an ``ipywidgets.Image``, plain widget state as in :mod:`dpo_teach.widgets.beta_bandit`; the curve is rendered
-  once and the star is written into the SVG, so a slider move costs no matplotlib render — :class:`FrontierCanvas`),
-  and a *Train at this β* button with its own progress bar (an ``IntProgress``); :meth:`BetaTrainer.update` and :meth:`BetaTrainer.train` do what the
-  controls do, so pytest can drive them.
+  once and the star is written into the SVG, so a slider move costs no matplotlib render: :class:`FrontierCanvas`),
+  and a *Train at this β* button with its own progress bar (an ``IntProgress``). :meth:`BetaTrainer.update` and
+  :meth:`BetaTrainer.train` do what the controls do, so pytest can drive them.
 
 Stable hooks for the browser tests: the CSS classes below, the slider's description ``"β"``, the button's
 description :data:`BUTTON_DESCRIPTION`; in the readout ``data-quantity`` spans ``beta``, ``expected_reward``,
@@ -44,7 +44,7 @@ SLIDER_DESCRIPTION = "β"
 BUTTON_DESCRIPTION = "Train at this β"
 
 #: The DPO settings of :func:`train_at_beta` (fields of :class:`dpo_teach.trainers.DPOConfig`), chosen on the
-#: default SequenceWorld: ~190 steps, about 10 s on one CPU core, and within ~0.1 nats of π*_β at β = 1.
+#: default SequenceWorld with N_PAIRS pairs: 189 steps, about 10 s of one CPU core, ≈ 0.1 nats from π*_β at β = 1.
 DPO_RECIPE = {"lr": 2e-3, "epochs": 3, "batch_size": 128, "lr_scheduler_type": "linear"}
 #: How many preference pairs :func:`train_at_beta` samples from π_ref when it is given none.
 N_PAIRS = 8000
