@@ -262,7 +262,8 @@ class LiveMetricsPlot:
     Pass it as ``callback=`` to a trainer: each call appends the metrics dict (e.g. DPO's ``rewards/chosen``);
     every ``every`` calls the figure is redrawn and, inside IPython, shown in *one* output updated in place
     (an ``IPython.display`` handle), so a notebook shows a single figure that grows and keeps the final one.
-    ``extra`` (optional): a function returning a dict of further values (e.g. an exact KL), called at each
+    ``panels``: ``(title, [metric names])`` per panel, optionally ``(title, [names], "log")`` for a log-scale y
+    axis. ``extra`` (optional): a function returning a dict of further values (e.g. an exact KL), called at each
     redraw and stored in that step's entry; a panel may plot its keys. Per-step values are drawn thin, with an
     exponential moving average (weight ``ema`` on the past) on top. Call :meth:`finish` after training for the
     last redraw. ``display=None`` shows the figure only when running inside IPython.
@@ -275,11 +276,13 @@ class LiveMetricsPlot:
             raise ValueError(f"every={every!r} must be a positive int (redraw every that many steps).")
         if not 0.0 <= ema < 1.0:
             raise ValueError(f"ema={ema!r} must be in [0, 1) (0 = no smoothing).")
-        panels = tuple((str(name), tuple(keys)) for name, keys in panels)
-        if not panels or not all(keys and all(isinstance(k, str) for k in keys) for _, keys in panels):
+        panels = tuple((str(name), tuple(keys), *scale) for name, keys, *scale in panels)
+        if not panels or not all(keys and all(isinstance(k, str) for k in keys) for _, keys, *_ in panels):
             raise ValueError(
                 "panels must be a non-empty sequence of (title, [metric names]) with ≥ 1 name each."
             )
+        if any(tuple(scale) not in ((), ("log",)) for _, _, *scale in panels):
+            raise ValueError('a panel\'s optional third entry must be "log" (a log-scale y axis).')
         if extra is not None and not callable(extra):
             raise TypeError(f"extra must be a function returning a dict, got {type(extra).__name__}.")
         if display is None:
@@ -320,8 +323,10 @@ class LiveMetricsPlot:
             self._sparse.update(values)
             self.history[-1].update(values)
         self._drawn_at = len(self.history)
-        for ax, (name, keys) in zip(self.axes, self.panels, strict=True):
+        for ax, (name, keys, *scale) in zip(self.axes, self.panels, strict=True):
             ax.clear()
+            if scale:
+                ax.set_yscale("log")
             for k, key in enumerate(keys):
                 steps, values = self.series(key)
                 if key not in self._sparse:  # logged every step: raw (thin) and smoothed

@@ -162,7 +162,9 @@ def tabular_dpo(
                 f"probabilities (winner, loser); got shape {list(probs.shape)}."
             )
         if deterministic or label_noise:
-            raise ValueError("pass either probs or deterministic/label_noise (which build the table), not both.")
+            raise ValueError(
+                "pass either probs or deterministic/label_noise (which build the table), not both."
+            )
         probs = probs.double()
     start = ref_logps if init_logps is None else check_normalised("init_logps", init_logps).double()
     theta = start.clone().requires_grad_(True)

@@ -104,3 +104,21 @@ def test_one_display_then_updates_of_the_same_output(monkeypatch):
 def test_bad_arguments_are_named(kwargs, error, match):
     with pytest.raises(error, match=match):
         LiveMetricsPlot(**{"display": False, **kwargs})
+
+
+def test_a_log_panel_and_a_starting_point_logged_before_training():
+    live = LiveMetricsPlot([("KL", ["kl"], "log"), ("margin", ["rewards/margins"])], every=3,
+                           extra=lambda: {"kl": 0.1}, display=False)  # fmt: skip
+    live({"step": 0, "kl": 1.5})  # e.g. the exact value at π_ref, before the first step
+    for step in range(1, 6):
+        live(fake_metrics(step))
+    live.finish()
+    assert live.axes[0].get_yscale() == "log" and live.axes[1].get_yscale() == "linear"
+    steps, values = live.series("kl")
+    assert steps == [0, 2, 5] and values == pytest.approx([1.5, 0.1, 0.1])
+    assert live.series("rewards/margins")[0] == [1, 2, 3, 4, 5]
+
+
+def test_an_unknown_panel_scale_is_named():
+    with pytest.raises(ValueError, match="log"):
+        LiveMetricsPlot([("KL", ["kl"], "symlog")], display=False)

@@ -21,8 +21,6 @@ Stable hooks for tests and the browser tests: the CSS classes below (``add_class
 
 from __future__ import annotations
 
-import io
-import math
 from dataclasses import dataclass, field
 
 import torch
@@ -30,12 +28,13 @@ from matplotlib.figure import Figure
 
 from dpo_teach._validate import check_positive
 from dpo_teach.theory import expected_reward, kl_divergence, log_partition_function, optimal_policy
+from dpo_teach.widgets import SLIDER_DESCRIPTION as SLIDER_DESCRIPTION
+from dpo_teach.widgets import figure_png, log_beta_slider, move_slider
 
 CSS_ROOT = "dpo-beta-bandit"
 CSS_SLIDER = "dpo-beta-slider"
 CSS_READOUT = "dpo-beta-readout"
 CSS_PLOT = "dpo-beta-plot"
-SLIDER_DESCRIPTION = "β"
 
 
 def _prompt_tables(world, prompt) -> tuple[torch.Tensor, torch.Tensor]:
@@ -122,13 +121,6 @@ def plot_beta_view(view: dict) -> Figure:
     return fig
 
 
-def figure_png(fig: Figure) -> bytes:
-    """The figure rendered to PNG bytes (Agg, 100 dpi): what the widget's Image shows."""
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100)
-    return buffer.getvalue()
-
-
 def readout_html(view: dict) -> str:
     """The readout line: β, E_{π*}[r] and KL(π*‖π_ref) to 3 decimals, each in a ``data-quantity`` span."""
     return (
@@ -159,17 +151,7 @@ class BetaExplorer:
 
         Raises ``TypeError``/``ValueError`` for a β that is not a positive number inside the slider's range.
         """
-        beta = check_positive("beta", beta)
-        low, high = self.slider.base**self.slider.min, self.slider.base**self.slider.max
-        if not low * (1 - 1e-9) <= beta <= high * (1 + 1e-9):
-            raise ValueError(
-                f"beta={beta} is outside the slider's range [{low:.3g}, {high:.3g}]; pick a β inside it or "
-                "build the explorer with a wider beta_min/beta_max."
-            )
-        if self.slider.value != beta:
-            self.slider.value = beta  # the slider's observer redraws
-        else:
-            self._redraw(beta)
+        move_slider(self.slider, beta, self._redraw)  # the slider's observer redraws
         return self.view
 
     def _redraw(self, beta: float) -> None:
@@ -189,25 +171,8 @@ def beta_explorer(
     (E_{π*}[r] and KL to 3 decimals) and the bars of π_ref, π*_β and r, all recomputed on every slider move."""
     import ipywidgets as widgets
 
-    beta = check_positive("beta", beta)
-    beta_min = check_positive("beta_min", beta_min)
-    beta_max = check_positive("beta_max", beta_max)
-    if not beta_min <= beta <= beta_max:
-        raise ValueError(
-            f"beta={beta} is outside [beta_min, beta_max] = [{beta_min}, {beta_max}]; widen the range."
-        )
+    slider = log_beta_slider(beta, beta_min, beta_max, CSS_SLIDER)
     _prompt_tables(world, prompt)  # fail here, with the clear message, rather than inside a callback
-    slider = widgets.FloatLogSlider(
-        value=beta,
-        base=10,
-        min=math.log10(beta_min),
-        max=math.log10(beta_max),
-        step=0.01,
-        description=SLIDER_DESCRIPTION,
-        continuous_update=True,
-        readout_format=".3g",
-    )
-    slider.add_class(CSS_SLIDER)
     readout = widgets.HTML()
     readout.add_class(CSS_READOUT)
     image = widgets.Image(format="png")

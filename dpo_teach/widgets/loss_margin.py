@@ -17,7 +17,6 @@ falls to 0.1 at h = ln 9 / β. :func:`loss_margin_curves` computes the curves wi
 
 from __future__ import annotations
 
-import io
 import math
 from dataclasses import dataclass, field
 
@@ -27,13 +26,14 @@ import torch
 from dpo_teach._validate import check_finite, check_positive, check_tensor
 from dpo_teach.losses import dpo_loss
 from dpo_teach.theory import dpo_gradient_weight
+from dpo_teach.widgets import SLIDER_DESCRIPTION as SLIDER_DESCRIPTION
+from dpo_teach.widgets import figure_png, log_beta_slider, move_slider
 
 # Stable hooks for the browser tests: CSS classes (``add_class``) and the slider's description.
 CSS_ROOT = "dpo-loss-margin"
 CSS_SLIDER = "dpo-loss-margin-beta"
 CSS_PLOT = "dpo-loss-margin-plot"
 CSS_SUMMARY = "dpo-loss-margin-summary"
-SLIDER_DESCRIPTION = "β"
 
 DEFAULT_MARGINS = torch.linspace(-20.0, 20.0, 401)
 
@@ -99,12 +99,6 @@ def _summary_html(curves: dict) -> str:
     )
 
 
-def _png(figure: plt.Figure) -> bytes:
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=90)
-    return buffer.getvalue()
-
-
 @dataclass
 class LossMarginExplorer:
     """The widget and its handles: ``widget`` (display it), ``slider``, ``image`` (the plot), ``summary``.
@@ -126,23 +120,14 @@ class LossMarginExplorer:
 
         Raises ``ValueError``/``TypeError`` for a β that is not a positive number inside the slider's range.
         """
-        beta = check_positive("beta", beta)
-        low, high = self.slider.base**self.slider.min, self.slider.base**self.slider.max
-        if not low * (1 - 1e-9) <= beta <= high * (1 + 1e-9):
-            raise ValueError(
-                f"beta={beta} is outside the slider's range [{low:.3g}, {high:.3g}]; pick a β inside it."
-            )
-        if self.slider.value != beta:
-            self.slider.value = beta  # the slider's observer redraws
-        else:
-            self._redraw(beta)
+        move_slider(self.slider, beta, self._redraw)  # the slider's observer redraws
         return self.curves
 
     def _redraw(self, beta: float) -> None:
         self.curves = loss_margin_curves(beta)
         self.summary.value = _summary_html(self.curves)
         figure = plot_loss_margin(self.curves)
-        self.image.value = _png(figure)
+        self.image.value = figure_png(figure, dpi=90)
         plt.close(figure)
         self.figure = figure
 
@@ -153,24 +138,7 @@ def loss_margin_explorer(
     """Build the widget: a log-scale β slider over [beta_min, beta_max] and the two curves of chapter 04."""
     import ipywidgets as widgets
 
-    beta = check_positive("beta", beta)
-    beta_min = check_positive("beta_min", beta_min)
-    beta_max = check_positive("beta_max", beta_max)
-    if not beta_min <= beta <= beta_max:
-        raise ValueError(
-            f"beta={beta} is outside [beta_min, beta_max] = [{beta_min}, {beta_max}]; widen the range."
-        )
-    slider = widgets.FloatLogSlider(
-        value=beta,
-        base=10,
-        min=math.log10(beta_min),
-        max=math.log10(beta_max),
-        step=0.01,
-        description=SLIDER_DESCRIPTION,
-        continuous_update=True,
-        readout_format=".3g",
-    )
-    slider.add_class(CSS_SLIDER)
+    slider = log_beta_slider(beta, beta_min, beta_max, CSS_SLIDER)
     image = widgets.Image(format="png")
     image.add_class(CSS_PLOT)
     summary = widgets.HTML()
