@@ -31,6 +31,8 @@ from matplotlib.figure import Figure
 from dpo_teach._validate import check_positive
 from dpo_teach.frontier import optimal_point, reward_kl_curve
 from dpo_teach.plotting import plot_reward_kl_frontier
+from dpo_teach.widgets import SLIDER_DESCRIPTION as SLIDER_DESCRIPTION
+from dpo_teach.widgets import log_beta_slider, move_slider
 from dpo_teach.widgets.beta_bandit import readout_html
 
 CSS_ROOT = "dpo-beta-train"
@@ -40,7 +42,6 @@ CSS_BUTTON = "dpo-train-button"
 CSS_PROGRESS = "dpo-train-progress"
 CSS_RESULT = "dpo-train-result"
 CSS_PLOT = "dpo-beta-train-plot"
-SLIDER_DESCRIPTION = "β"
 BUTTON_DESCRIPTION = "Train at this β"
 
 #: The DPO settings of :func:`train_at_beta` (fields of :class:`dpo_teach.trainers.DPOConfig`), chosen on the
@@ -198,16 +199,7 @@ class BetaTrainer:
 
     def update(self, beta: float) -> dict:
         """Set β (moving the slider) and redraw π*_β's point and the readout; returns :func:`optimal_point`."""
-        beta = check_positive("beta", beta)
-        low, high = self.slider.base**self.slider.min, self.slider.base**self.slider.max
-        if not low * (1 - 1e-9) <= beta <= high * (1 + 1e-9):
-            raise ValueError(
-                f"beta={beta} is outside the slider's range [{low:.3g}, {high:.3g}]; pick a β inside it."
-            )
-        if self.slider.value != beta:
-            self.slider.value = beta  # the slider's observer redraws
-        else:
-            self._redraw(beta)
+        move_slider(self.slider, beta, self._redraw)
         return self.point
 
     def train(self) -> TrainedPoint:
@@ -334,29 +326,12 @@ def beta_trainer(
     import ipywidgets as widgets
 
     _check_world(world)
-    beta, beta_min, beta_max = (
-        check_positive(n, v) for n, v in (("beta", beta), ("beta_min", beta_min), ("beta_max", beta_max))
-    )
-    if not beta_min <= beta <= beta_max:
-        raise ValueError(
-            f"beta={beta} is outside [beta_min, beta_max] = [{beta_min}, {beta_max}]; widen the range."
-        )
+    slider = log_beta_slider(beta, beta_min, beta_max, CSS_SLIDER)  # validates β and the range first
     ref_logps = world.logprobs(ref_model) if ref_logps is None else ref_logps
     if pairs is None:
         pairs = world.preference_pairs(ref_logps, n=N_PAIRS, seed=seed)
-    betas = torch.logspace(math.log10(beta_min), math.log10(beta_max), 121, dtype=torch.float64)
+    betas = torch.logspace(slider.min, slider.max, 121, dtype=torch.float64)
     curve = reward_kl_curve(ref_logps, world.reward_table, betas)
-    slider = widgets.FloatLogSlider(
-        value=beta,
-        base=10,
-        min=math.log10(beta_min),
-        max=math.log10(beta_max),
-        step=0.01,
-        description=SLIDER_DESCRIPTION,
-        continuous_update=True,
-        readout_format=".3g",
-    )
-    slider.add_class(CSS_SLIDER)
     readout = widgets.HTML()
     readout.add_class(CSS_READOUT)
     button = widgets.Button(

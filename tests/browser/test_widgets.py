@@ -8,8 +8,10 @@ Screenshots before and after moving β go to ``tests/browser/screenshots/``; the
 
 from __future__ import annotations
 
+import functools
 import math
 import os
+import re
 import shutil
 
 import nbformat
@@ -17,7 +19,7 @@ import pytest
 import torch
 
 from .conftest import BOOK, REPO
-from .widget_checks import WidgetCheck, exercise_widget
+from .widget_checks import Action, WidgetCheck, exercise_widget
 
 NUMBER = r"[-+]?\d+(?:\.\d+)?(?:e[-+]?\d+)?"
 DOCS_SCREENSHOT = REPO / "docs" / "beta_widget.png"
@@ -38,6 +40,38 @@ def beta_bandit_expected(beta: float) -> dict[str, float]:
         "reward": float((policy * reward).sum()),
         "kl": float((policy * (log_policy - log_ref)).sum()),
     }
+
+
+@functools.lru_cache(maxsize=1)
+def _sequence_tables() -> tuple[torch.Tensor, torch.Tensor]:
+    """Chapter 07's world: the default SequenceWorld, log π_ref over every response (the cached π_ref) and r."""
+    from dpo_teach.cache import reference_model
+    from dpo_teach.worlds import SequenceWorld
+
+    world = SequenceWorld()
+    ref_model, _ = reference_model(world, device="cpu")
+    return world.logprobs(ref_model).double(), world.reward_table.double()
+
+
+def beta_train_expected(beta: float) -> dict[str, float]:
+    """Chapter 07: π*_β ∝ π_ref·exp(r/β) per prompt of the sequences world; the readout shows the mean over
+    prompts of E_{π*}[r] and KL(π*‖π_ref), computed here with plain torch."""
+    log_ref, reward = _sequence_tables()
+    logits = log_ref + reward / beta
+    log_policy = logits - torch.logsumexp(logits, dim=-1, keepdim=True)
+    policy = log_policy.exp()
+    return {
+        "beta": beta,
+        "reward": float((policy * reward).sum(-1).mean()),
+        "kl": float((policy * (log_policy - log_ref)).sum(-1).mean()),
+    }
+
+
+def check_training_landed(beta: float, shown: dict[str, float]) -> None:
+    """*Train* ran DPO at the slider's β and landed near π*_β: within 0.8 nats, the bound chapter 07 states for
+    β = 0.5 (where π_ref starts 1.7 nats away)."""
+    assert math.isclose(shown["train_beta"], beta, rel_tol=1e-2), (shown, beta)
+    assert shown["kl_to_optimal"] < 0.8, f"DPO landed {shown['kl_to_optimal']} nats from π*_β (bound 0.8)"
 
 
 def loss_margin_expected(beta: float) -> dict[str, float]:
@@ -68,16 +102,41 @@ WIDGETS = [
         figure=".dpo-loss-margin-plot",
     ),
 ]
+WIDGETS.append(
+    WidgetCheck(
+        notebook="book/07_beta.ipynb",
+        slider=".dpo-beta-slider",
+        readout=".dpo-beta-readout",
+        pattern=rf"β = (?P<beta>{NUMBER}) · expected reward E.*?\[r\] = (?P<reward>{NUMBER}) · KL.*? = (?P<kl>{NUMBER}) nats",
+        expected=beta_train_expected,
+        betas=(5.0, 0.5),  # on the grid 0.05·10^(0.01k); *Train* then runs one keyboard step above 0.5
+        figure=".dpo-beta-train-plot",
+        actions=(
+            Action(
+                button=".dpo-train-button",
+                readout=".dpo-train-result",
+                pattern=rf"DPO at β = (?P<train_beta>{NUMBER}).*?KL\(πθ‖π\*β\) = (?P<kl_to_optimal>{NUMBER})",
+                check=check_training_landed,
+                timeout=240.0,
+            ),
+        ),
+    )
+)
 DOCS_WIDGET = "book/02_optimal_policy.ipynb"  # whose "after" screenshot the README shows
 
 
+# The builders of dpo_teach.widgets that display a widget (the book's widget chapters call one of them).
+WIDGET_BUILDERS = r"\b(beta_explorer|loss_margin_explorer|beta_trainer)\("
+
+
 def test_every_widget_chapter_is_checked_in_the_browser():
-    """A chapter that builds a widget from dpo_teach.widgets must have a WidgetCheck above."""
+    """A chapter that builds a widget (a dpo_teach.widgets builder, see WIDGET_BUILDERS) must have a
+    WidgetCheck above. (Chapter 08 imports ``train_at_beta`` from a widget module but shows no widget.)"""
     with_widgets = {
         f"book/{path.name}"
         for path in sorted(BOOK.glob("[0-9][0-9]_*.ipynb"))
         if any(
-            cell.cell_type == "code" and "dpo_teach.widgets" in cell.source
+            cell.cell_type == "code" and re.search(WIDGET_BUILDERS, cell.source)
             for cell in nbformat.read(path, as_version=4).cells
         )
     }
