@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.install-stamp
 SANITIZE := tests/nbval_sanitize.cfg
 NBVAL_FLAGS := --nbval --nbval-current-env --nbval-sanitize-with $(SANITIZE) --nbval-cell-timeout=600
-LINT_PATHS := $(wildcard dpo_teach tests benchmarks tools book)
+LINT_PATHS := $(wildcard dpo_teach tests benchmarks tools book docs)
 
 # One intra-op thread per process: the book's models are 64 wide, so a second thread buys nothing, and on a
 # 2-core machine two spinning OpenMP pools per process (pytest-xdist runs two) were measured 5-20x slower.
@@ -40,7 +40,11 @@ $(STAMP): requirements.txt pyproject.toml
 	touch $(STAMP)
 
 # --allow-root only where it is needed (containers run as root); JupyterLab refuses root otherwise.
+# tools/jupyterlab_overrides.json sets this environment's JupyterLab defaults: no news pop-up over the first
+# figure, no update check, and no autosave, so that opening a chapter does not rewrite it (save with Ctrl+S).
 lab: $(STAMP)
+	mkdir -p $(VENV)/share/jupyter/lab/settings
+	cp tools/jupyterlab_overrides.json $(VENV)/share/jupyter/lab/settings/overrides.json
 	$(VENV)/bin/jupyter lab --ServerApp.root_dir=book $(if $(PORT),--port=$(PORT)) \
 		$(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS)
 
@@ -69,18 +73,22 @@ clean:
 # Further targets (demo, bench, html), each added by the issue that builds it, go below this line.
 # ---------------------------------------------------------------------------------------------------------
 
-# Static HTML book from the stored outputs (nothing re-executed): _build/html/index.html. Math is rendered by a
-# local copy of MathJax, widgets become their stored figures; --strict fails the build on nbconvert warnings.
+# The book site from the stored outputs (nothing re-executed): _build/html/index.html, built by Sphinx with
+# myst-nb and sphinx-book-theme (docs/site/): sidebar, search, MathJax from a local copy, widgets shown as they
+# were saved. Offline. Any Sphinx warning fails the build; a second run rebuilds only the chapters that changed.
 .PHONY: html
 html: $(STAMP)
-	$(PY) tools/build_html.py --out _build/html --strict
+	$(PY) docs/site/build.py --out _build/html
 
 # The instructor's demo: the reviews world's π_ref (trained once, then cached), preference pairs, DPO, and
 # reviews sampled before and after with their true reward and the KL to π_ref (about a minute on a laptop CPU).
+# ONPOLICY=rloo (or grpo) continues from the DPO policy with that on-policy method against the true reward.
 .PHONY: demo bench
 demo: $(STAMP)
-	$(PY) -m dpo_teach demo
+	$(PY) -m dpo_teach demo $(if $(ONPOLICY),--on-policy $(ONPOLICY))
 
-# Side-by-side throughput of this DPOTrainer and TRL's on the same tiny GPT-2 and 512 pairs (see benchmarks/).
+# This DPOTrainer against TRL's, side by side, on the book's tiny shape and a GPT-2-sized one (50,257-token
+# vocabulary): pairs/s, ratios, first-batch losses, FLOPs and MFU, peak memory (benchmarks/RESULTS.md).
+# Not part of make test: a few minutes on an idle 2-core CPU. BENCH_ARGS="--shape gpt2 --repeats 3" passes options.
 bench: $(STAMP)
-	$(PY) benchmarks/bench_vs_trl.py
+	$(PY) benchmarks/bench_vs_trl.py $(BENCH_ARGS)

@@ -7,7 +7,19 @@ the notebooks in ``book/`` import it and never copy it.
 
 __version__ = "0.1.0"
 
-from dpo_teach.device import autocast, get_device  # noqa: E402
-from dpo_teach.seed import seed_everything  # noqa: E402
-
 __all__ = ["__version__", "autocast", "get_device", "seed_everything"]
+
+# Imported on first use (PEP 562), so that `python -m dpo_teach --help` answers without loading torch.
+_LAZY = {
+    "autocast": "dpo_teach.device",
+    "get_device": "dpo_teach.device",
+    "seed_everything": "dpo_teach.seed",
+}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'dpo_teach' has no attribute {name!r}")

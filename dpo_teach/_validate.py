@@ -7,7 +7,9 @@ so that a student who passes a list, a NaN or a negative β learns what went wro
 from __future__ import annotations
 
 import math
+import tempfile
 from numbers import Real
+from pathlib import Path
 
 import torch
 
@@ -113,3 +115,156 @@ def check_label_smoothing(value) -> float:
             "and at 0.5 the labels carry no information. Use 0.0 for plain DPO."
         )
     return value
+
+
+# ---------------------------------------------------------------- models, tokenizers, token ids
+# The trainers' entry points (DPO, SFT, reward model, PPO) call these before any work is done, so that a
+# mistake in the arguments is reported in the arguments' names and not as a traceback from deep inside a model.
+
+
+def check_tokenizer(tokenizer, name: str = "tokenizer"):
+    """Return ``tokenizer`` if it can encode text (a ``transformers`` tokenizer), else raise ``TypeError``.
+
+    A Hub name or a path passed where the tokenizer object belongs is the usual mistake.
+    """
+    if isinstance(tokenizer, (str, bytes)) or hasattr(tokenizer, "__fspath__"):
+        raise TypeError(
+            f"{name} must be a tokenizer object, got the {type(tokenizer).__name__} {str(tokenizer)!r}; load it "
+            "first, e.g. AutoTokenizer.from_pretrained(path) or model, tokenizer = "
+            "dpo_teach.models.load_causal_lm(path)."
+        )
+    if not callable(tokenizer) or not hasattr(tokenizer, "eos_token_id"):
+        raise TypeError(
+            f"{name} must be a transformers tokenizer (callable, with eos_token_id), got "
+            f"{type(tokenizer).__name__}; pass the tokenizer that belongs to the model."
+        )
+    return tokenizer
+
+
+def model_vocab_size(model) -> int | None:
+    """The number of rows of the model's output (LM head) or, failing that, input embedding; None if unknown."""
+    for getter in ("get_output_embeddings", "get_input_embeddings"):
+        layer = getattr(model, getter, lambda: None)()
+        weight = getattr(layer, "weight", None)
+        if isinstance(weight, torch.Tensor) and weight.dim() == 2:
+            return int(weight.shape[0])
+    size = getattr(getattr(model, "config", None), "vocab_size", None)
+    return int(size) if isinstance(size, int) else None
+
+
+def check_vocab(model, tokenizer) -> None:
+    """Raise ``ValueError`` if the tokenizer can produce ids the model has no embedding for."""
+    vocab = model_vocab_size(model)
+    if vocab is not None and len(tokenizer) > vocab:
+        raise ValueError(
+            f"the tokenizer has {len(tokenizer)} tokens but the model's vocabulary has only {vocab}: ids "
+            f"≥ {vocab} would index past the embedding. Pass the tokenizer the model was built with, or call "
+            "model.resize_token_embeddings(len(tokenizer)) before training."
+        )
+
+
+def check_reference(model, ref_model, name: str = "ref_model") -> None:
+    """Raise ``ValueError`` if the reference model is the policy object itself (it would move with the policy)."""
+    if ref_model is not None and ref_model is model:
+        raise ValueError(
+            f"{name} is the same object as the model being trained, so π_ref would change at every step and "
+            f"the KL anchor would vanish; pass {name}=copy.deepcopy(model) (before training) or leave {name}=None "
+            "for a frozen copy."
+        )
+
+
+def check_token_ids(name: str, ids, vocab_size: int | None, *, allow_empty: bool = False) -> list[int]:
+    """Return ``ids`` (a list/tuple/1-D tensor of ints) as a list after checking it is non-empty, duplicate-free
+    and inside ``[0, vocab_size)``; ``TypeError``/``ValueError`` naming ``name`` otherwise."""
+    if isinstance(ids, torch.Tensor):
+        if ids.dim() != 1 or ids.is_floating_point() or ids.dtype == torch.bool:
+            raise TypeError(
+                f"{name} must be a 1-D tensor of integer token ids, got {ids.dtype} {list(ids.shape)}."
+            )
+        ids = ids.tolist()
+    if isinstance(ids, (str, bytes)) or not isinstance(ids, (list, tuple)):
+        raise TypeError(
+            f"{name} must be a list of int token ids, got {type(ids).__name__}; pass e.g. world.allowed_token_ids."
+        )
+    if any(isinstance(i, bool) or not isinstance(i, int) for i in ids):
+        raise TypeError(f"{name} must hold only int token ids, got {ids!r}.")
+    if not ids and not allow_empty:
+        raise ValueError(
+            f"{name} is empty, so no token could ever be scored or sampled; pass the world's alphabet "
+            "(world.allowed_token_ids) or None for the full vocabulary."
+        )
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"{name} contains repeated ids; list each allowed token once.")
+    if vocab_size is not None:
+        outside = sorted({i for i in ids if not 0 <= i < vocab_size})
+        if outside:
+            raise ValueError(
+                f"{name} has ids {outside[:10]} outside the model's vocabulary [0, {vocab_size}); pass ids of "
+                "this model's tokenizer (tokenizer.convert_tokens_to_ids(...))."
+            )
+    return list(ids)
+
+
+def check_token_id(name: str, value, vocab_size: int | None) -> int:
+    """Return ``value`` if it is an int token id inside ``[0, vocab_size)`` (e.g. PPO's ``stop_token_id``)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(
+            f"{name} must be an int token id, got {type(value).__name__} {value!r}; use "
+            f"tokenizer.convert_tokens_to_ids(word)."
+        )
+    if vocab_size is not None and not 0 <= value < vocab_size:
+        raise ValueError(
+            f"{name}={value} is outside the model's vocabulary [0, {vocab_size}); use an id of this model's "
+            "tokenizer, e.g. tokenizer.eos_token_id."
+        )
+    return value
+
+
+def check_trainer_inputs(model, tokenizer, *, ref_model=None, allowed_token_ids=None) -> None:
+    """The checks every trainer's entry point runs on its model, tokenizer, reference and alphabet."""
+    check_tokenizer(tokenizer)
+    check_vocab(model, tokenizer)
+    check_reference(model, ref_model)
+    if allowed_token_ids is not None:
+        check_token_ids("allowed_token_ids", allowed_token_ids, model_vocab_size(model))
+
+
+def check_grad_norm(grad_norm: float, step: int, beta: float | None = None) -> None:
+    """Raise ``ValueError`` when a step's gradient norm is inf or NaN: clipping then zeroes the update (or fills
+    the weights with NaN), and training would silently never move."""
+    if math.isfinite(grad_norm):
+        return
+    hint = (
+        f"with beta={beta:g} the DPO gradient, which is proportional to β, overflows float32; use a smaller "
+        "beta (DPO uses 0.01-1)"
+        if beta is not None and beta > 1e3
+        else "check the inputs for huge values and lower the learning rate"
+    )
+    raise ValueError(
+        f"the gradient norm at step {step} is {grad_norm}; the update would be zeroed by clipping and the model "
+        f"would not move - {hint}."
+    )
+
+
+def model_max_positions(model) -> int | None:
+    """The length of the model's position table (``n_positions`` or ``max_position_embeddings``), None if the
+    config states none."""
+    config = getattr(model, "config", None)
+    limit = getattr(config, "n_positions", None) or getattr(config, "max_position_embeddings", None)
+    return int(limit) if isinstance(limit, int) else None
+
+
+def check_writable(what: str, folder: Path, fix: str) -> Path:
+    """Create ``folder`` if needed and write a probe file into it; ``ValueError`` naming ``what`` and ``fix`` if
+    that fails (a file in the way, no permission, a read-only disk). Run it *before* work whose result would
+    otherwise be lost."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as err:
+        raise ValueError(
+            f"the {what} {str(folder)!r} is not writable ({type(err).__name__}: {err.strerror or err}); {fix}."
+        ) from None
+    return folder

@@ -37,6 +37,8 @@ from transformers import AutoModelForCausalLM
 from transformers.utils import logging as hf_logging
 
 from dpo_teach import __version__
+from dpo_teach._validate import check_writable
+from dpo_teach.checksums import sha256_file as _sha256
 from dpo_teach.device import get_device
 from dpo_teach.models import tiny_gpt2
 
@@ -118,14 +120,6 @@ def cache_path(world, cache_dir=None, train_fn=None) -> Path:
     """The directory of ``world``'s π_ref in the cache (it may not exist yet)."""
     material = json.dumps(key_material(world, train_fn), sort_keys=True)
     return cache_root(cache_dir) / f"{world.name}-{hashlib.sha256(material.encode()).hexdigest()[:16]}"
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _fsync(path: Path) -> None:
@@ -254,6 +248,11 @@ def reference_model(world, *, device=None, cache_dir=None, progress: bool = Fals
     material = key_material(world, train_fn)
     entry = cache_path(world, cache_dir, train_fn)
     target = get_device(device)
+    if entry.exists() and not entry.is_dir():
+        raise ValueError(
+            f"the cache entry {str(entry)!r} is a file, not a directory; delete that file or choose another "
+            "cache folder (cache_dir=... or $DPO_TEACH_CACHE)."
+        )
     if entry.exists():
         try:
             return _load(entry, material).to(target), world.tokenizer
@@ -265,6 +264,12 @@ def reference_model(world, *, device=None, cache_dir=None, progress: bool = Fals
                 stacklevel=2,
             )
             shutil.rmtree(entry, ignore_errors=True)
+    # before the minutes of SFT, not after
+    check_writable(
+        "cache folder",
+        entry.parent,
+        "set $DPO_TEACH_CACHE (or pass cache_dir=...) to a folder you can write to",
+    )
     model, info = _train(world, train_fn or _default_train_fn(), progress)
     _write(entry, model, world.tokenizer, material, info)
     return _load(entry, material).to(target), world.tokenizer

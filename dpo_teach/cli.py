@@ -6,6 +6,10 @@
   a world samples from its π_ref and labels by Bradley–Terry (``--world``); writes ``--out``.
 * ``demo``: the instructor's demo on the reviews world — π_ref (trained once, then cached), preference pairs,
   DPO, and reviews sampled before and after with their true reward and the KL to π_ref.
+
+``--help`` imports nothing heavy (torch and transformers load only when a command runs), and a bad input
+(a missing file, a malformed row, a model folder without weights, a bad option value) is printed as one line
+``error: ...`` with exit status 2; only a genuine bug shows a traceback.
 """
 
 from __future__ import annotations
@@ -13,10 +17,19 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import linecache
 import sys
 import time
+from pathlib import Path
 
-from dpo_teach.losses import LOSSES
+DESCRIPTION = "Train language models with DPO from the command line: SFT, DPO and its variants, and a demo."
+#: the names of dpo_teach.losses.LOSSES, listed here so that --help needs no torch (a test keeps them equal)
+LOSS_NAMES = ("hinge", "ipo", "kto", "orpo", "robust", "sigmoid", "simpo")
+COMMANDS = {
+    "sft": "Supervised fine-tuning on prompt/completion rows: makes the reference policy π_ref.",
+    "dpo": "DPO, or one of its variant losses, on prompt/chosen/rejected preference pairs.",
+    "demo": "The instructor's demo on the reviews world: SFT, pairs, DPO, samples (about a minute on a CPU).",
+}
 
 
 def _world(name: str, seed: int):
@@ -28,10 +41,14 @@ def _world(name: str, seed: int):
 
 def _reference(args):
     """(model, tokenizer, world or None) from ``--model`` or ``--world``."""
+    if args.quiet:  # transformers' own "Loading weights" bars too
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
     if args.model:
         from dpo_teach.models import load_causal_lm
 
-        model, tokenizer = load_causal_lm(args.model, device="cpu")
+        model, tokenizer = load_causal_lm(args.model, device="cpu", local_files_only=not args.allow_download)
         return model, tokenizer, None
     from dpo_teach.cache import reference_model
 
@@ -41,13 +58,18 @@ def _reference(args):
 
 
 def cmd_sft(args) -> int:
+    from dpo_teach.data import read_rows
+    from dpo_teach.trainers.checkpoints import check_output_dir
     from dpo_teach.trainers.sft import train_sft
 
+    rows = read_rows(args.data) if args.data else None  # a bad file fails before the model loads
+    if args.out:  # a file, an unwritable folder or another run's model: refused before any training
+        check_output_dir(args.out, overwrite=args.overwrite)
     model, tokenizer, world = _reference(args)
     if args.data is None:  # --world: the cached π_ref is the SFT result
         print(f"π_ref of the {world.name} world (SFT on {world.sft_config['n_rows']} demonstrations, cached)")
     else:
-        history = train_sft(model, tokenizer, args.data, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+        history = train_sft(model, tokenizer, rows, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                             warmup_steps=args.warmup_steps, max_length=args.max_length, seed=args.seed,
                             progress=not args.quiet)  # fmt: skip
         print(f"SFT: {len(history)} steps, loss {history[0]['loss']:.4f} → {history[-1]['loss']:.4f}")
@@ -59,16 +81,20 @@ def cmd_sft(args) -> int:
 
 
 def cmd_dpo(args) -> int:
+    from dpo_teach.data import read_rows
     from dpo_teach.trainers.dpo import DPOTrainer
 
+    rows = read_rows(args.data) if args.data else None  # a bad file fails before the model loads
     reference, tokenizer, world = _reference(args)
-    rows = args.data if args.data else world.preference_pairs(reference, n=args.pairs, seed=args.seed)
+    if rows is None:
+        rows = world.preference_pairs(reference, n=args.pairs, seed=args.seed)
     policy = copy.deepcopy(reference)
     allowed = world.allowed_token_ids if world is not None else None
     trainer = DPOTrainer(policy, tokenizer, rows, loss_type=args.loss, beta=args.beta, lr=args.lr,
                          epochs=args.epochs, batch_size=args.batch_size, warmup_steps=args.warmup_steps,
                          max_length=args.max_length, precompute_ref_logps=True, allowed_token_ids=allowed,
-                         seed=args.seed, output_dir=args.out, progress=not args.quiet)  # fmt: skip
+                         seed=args.seed, output_dir=args.out, overwrite_output_dir=args.overwrite,
+                         progress=not args.quiet)  # fmt: skip
     history = trainer.train()
     last = history[-1]
     shown = {k: round(v, 4) for k, v in last.items() if k.startswith(("loss", "rewards/"))}
@@ -127,19 +153,51 @@ def cmd_demo(args) -> int:
           f"  (± {after['expected_reward_se']:.3f})")  # fmt: skip
     print(f"     KL(π_θ ‖ π_ref)        {after['kl_to_ref']:.3f} nats  (± {after['kl_to_ref_se']:.3f})")
     print(f"     grammatical samples   {before['grammatical']:.0%} → {after['grammatical']:.0%}")
+    if args.on_policy:
+        _on_policy_step(args, world, policy, reference, tokenizer, after)
     print(f"done in {time.perf_counter() - start:.0f} s")
     return 0
 
 
+def _on_policy_step(args, world, policy, reference, tokenizer, after) -> None:
+    """The demo's optional fifth step: RLOO or GRPO from the DPO policy, against the true reward, KL to π_ref."""
+    import torch
+
+    from dpo_teach.trainers.policy_gradient import train_grpo, train_rloo
+
+    train = {"rloo": train_rloo, "grpo": train_grpo}[args.on_policy]
+
+    def reward(prompts, responses):
+        return torch.tensor([world.true_reward(p, y) for p, y in zip(prompts, responses, strict=True)])
+
+    print(
+        f"5/5  {args.on_policy.upper()} from π_θ against the true reward, KL to the same π_ref (β = {args.beta})"
+    )
+    train(policy, tokenizer, world.prompts, reward, ref_model=reference, kl_coef=args.beta, steps=20,
+          prompts_per_step=16, k=4, lr=3e-4, max_new_tokens=world.max_new_tokens, seed=args.seed,
+          progress=not args.quiet)  # fmt: skip
+    _print_samples(
+        "     reviews sampled after it (same prompts, same seed):", world.samples(policy, 1, seed=1)
+    )
+    final = world.evaluate(policy, reference, n=args.eval_samples, seed=2)
+    print(f"     expected true reward  {after['expected_reward']:+.3f} → {final['expected_reward']:+.3f}"
+          f"  (± {final['expected_reward_se']:.3f}); KL(π_θ ‖ π_ref) {final['kl_to_ref']:.3f} nats")  # fmt: skip
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m dpo_teach", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m dpo_teach", description=DESCRIPTION)
     sub = parser.add_subparsers(dest="command", required=True, metavar="{sft,dpo,demo}")
+
+    def add(name):
+        return sub.add_parser(name, help=COMMANDS[name], description=COMMANDS[name])
 
     def common(p, lr, epochs, batch_size):
         source = p.add_mutually_exclusive_group()
         source.add_argument("--world", choices=("reviews", "sequences"), default="sequences",
                             help="use this world's cached π_ref (and its data) [default: %(default)s]")  # fmt: skip
-        source.add_argument("--model", help="a local model directory (save_pretrained) to start from")
+        source.add_argument("--model", help="a local model directory (save_pretrained) or a cached Hub name")
+        p.add_argument("--allow-download", action="store_true",
+                       help="let --model download from the Hugging Face Hub (offline by default)")  # fmt: skip
         p.add_argument("--lr", type=float, default=lr, help="AdamW learning rate [default: %(default)s]")
         p.add_argument(
             "--epochs", type=int, default=epochs, help="passes over the data [default: %(default)s]"
@@ -152,17 +210,19 @@ def build_parser() -> argparse.ArgumentParser:
         )
         p.add_argument("--max-length", type=int, default=None, help="truncate sequences to this many tokens")
         p.add_argument("--out", help="directory to save the trained model and tokenizer to")
+        p.add_argument("--overwrite", action="store_true",
+                       help="replace another run's model and checkpoints in --out (refused otherwise)")  # fmt: skip
         p.add_argument(
             "--seed", type=int, default=0, help="seed for data order and sampling [default: %(default)s]"
         )
         p.add_argument("--quiet", action="store_true", help="no progress bars")
 
-    sft = sub.add_parser("sft", help="supervised fine-tuning (makes π_ref)", description=cmd_sft.__doc__)
+    sft = add("sft")
     common(sft, 1e-3, 1, 32)
     sft.add_argument("--data", help="JSON/JSONL rows with prompt and completion (default: the world's π_ref)")
     sft.set_defaults(func=cmd_sft)
 
-    dpo = sub.add_parser("dpo", help="DPO or a variant loss on preference pairs")
+    dpo = add("dpo")
     common(dpo, 1e-3, 1, 32)
     dpo.add_argument(
         "--data", help="JSON/JSONL rows with prompt, chosen, rejected (default: pairs from --world)"
@@ -172,16 +232,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     dpo.add_argument(
         "--loss",
-        choices=sorted(LOSSES),
+        choices=LOSS_NAMES,
         default="sigmoid",
         help="loss ('sigmoid' = DPO) [default: %(default)s]",
     )
-    dpo.add_argument("--beta", type=float, default=0.5, help="β, the KL strength [default: %(default)s]")
+    # the same β default as DPOConfig and the demo (tests/test_cli.py checks they agree)
+    dpo.add_argument("--beta", type=float, default=0.1, help="β, the KL strength [default: %(default)s]")
     dpo.set_defaults(func=cmd_dpo)
 
-    demo = sub.add_parser(
-        "demo", help="the instructor's demo on the reviews world (about a minute on a laptop CPU)"
-    )
+    demo = add("demo")
     demo.add_argument("--pairs", type=int, default=1024, help="preference pairs [default: %(default)s]")
     demo.add_argument("--beta", type=float, default=0.1, help="β [default: %(default)s]")
     demo.add_argument("--lr", type=float, default=3e-3, help="learning rate [default: %(default)s]")
@@ -195,15 +254,42 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--seed", type=int, default=0, help="seed [default: %(default)s]")
     demo.add_argument("--quiet", action="store_true", help="no progress bars")
+    demo.add_argument("--on-policy", choices=("rloo", "grpo"), default=None,
+                      help="after DPO, continue with this on-policy method against the true reward")  # fmt: skip
     demo.set_defaults(func=cmd_demo)
     return parser
+
+
+_PACKAGE = Path(__file__).resolve().parent
+
+
+def is_input_error(err: BaseException) -> bool:
+    """True for an error that the package's own validation raised on purpose: a ``ValueError``/``TypeError``/
+    ``OSError`` (missing file, offline) whose innermost frame is a ``raise`` statement in ``dpo_teach``.
+
+    A bug raises from elsewhere (inside torch, or an unexpected argument in a call), and keeps its traceback.
+    """
+    if not isinstance(err, (ValueError, TypeError, OSError)) or err.__traceback__ is None:
+        return False
+    tb = err.__traceback__
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    path = Path(tb.tb_frame.f_code.co_filename).resolve()
+    line = linecache.getline(str(path), tb.tb_lineno).strip()
+    return path.is_relative_to(_PACKAGE) and line.startswith("raise")
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     if args.command in ("sft", "dpo") and args.model and not args.data:
         build_parser().error(f"{args.command} --model needs --data (a world's data comes with --world)")
-    return args.func(args)
+    try:
+        return args.func(args)
+    except (ValueError, TypeError, OSError) as err:
+        if not is_input_error(err):
+            raise
+        print(f"error: {err}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

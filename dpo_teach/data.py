@@ -7,6 +7,9 @@ Three row formats, as TRL reads them (a ``datasets.Dataset`` in these formats lo
 * SFT: ``prompt``, ``completion`` (strings).
 
 The text of a full sequence is ``prompt + completion``. Each completion gets the tokenizer's EOS appended once.
+An empty prompt is encoded as the tokenizer's BOS (else EOS), so that the first response token is scored
+(:func:`encode_prompt`). Files are ``.json`` (one list) or ``.jsonl`` (one object a line), UTF-8; a validation
+error in a row read from a file names the file and the line.
 
 **Why the prompt and the completion are tokenised separately.** A BPE tokenizer merges characters across the
 prompt/completion boundary when it sees them together: with a prompt ending in ``"Answer: "`` and a completion
@@ -56,7 +59,8 @@ def load_rows(source, kind: str = "preference") -> list[dict]:
     rows = read_rows(source)
     if len(rows) == 0:
         raise ValueError(f"the {kind} dataset is empty; pass at least one row with fields {FIELDS[kind]}.")
-    out = [_validate_row(i, row, kind) for i, row in enumerate(rows)]
+    where = getattr(rows, "where", [None] * len(rows))
+    out = [_validate_row(i, row, kind, at) for i, (row, at) in enumerate(zip(rows, where, strict=True))]
     if kind == "preference":
         same = sum(r["chosen"] == r["rejected"] for r in out)
         if same:
@@ -93,23 +97,25 @@ def load_sft_rows(source) -> list[dict]:
     return load_rows(source, "sft")
 
 
+class Rows(list):
+    """The rows read from a file: a list that also knows where each row came from (for error messages)."""
+
+    def __init__(self, rows, where):
+        super().__init__(rows)
+        self.where = where  # where[i]: e.g. "pairs.jsonl, line 3"
+
+
 def read_rows(source) -> list:
-    """The raw rows of ``source`` (list, .json/.jsonl path or Dataset) as a list, not yet validated."""
+    """The raw rows of ``source`` (list, .json/.jsonl path or Dataset) as a list, not yet validated.
+
+    A file is read as UTF-8 (a leading byte-order mark is allowed); a ``.jsonl`` file holds one JSON object per
+    line (blank lines are skipped) and a ``.json`` file one JSON list. Rows read from a file carry their file and
+    line number, which the validation errors of :func:`load_rows` then quote.
+    """
     if isinstance(source, (str, Path)):
-        path = Path(source)
-        if not path.exists():
-            raise ValueError(
-                f"no file at {str(path)!r}; pass an existing .json/.jsonl path or a list of dicts."
-            )
-        text = path.read_text(encoding="utf-8")
-        if path.suffix == ".jsonl":
-            return [json.loads(line) for line in text.splitlines() if line.strip()]
-        data = json.loads(text)
-        if not isinstance(data, list):
-            raise TypeError(f"{str(path)!r} must hold a JSON list of objects, got {type(data).__name__}.")
-        return data
+        return _read_file(Path(source))
     if isinstance(source, (list, tuple)):
-        return list(source)
+        return Rows(source, source.where) if isinstance(source, Rows) else list(source)
     if hasattr(source, "column_names") and hasattr(source, "__getitem__") and hasattr(source, "__len__"):
         return source.to_list() if hasattr(source, "to_list") else [source[i] for i in range(len(source))]
     raise TypeError(
@@ -117,22 +123,95 @@ def read_rows(source) -> list:
     )
 
 
-def _validate_row(i: int, row, kind: str) -> dict:
+def _read_file(path: Path) -> Rows:
+    name = str(path)
+    if path.is_dir():
+        raise ValueError(f"data path {name!r} is a directory; pass one .json or .jsonl file inside it.")
+    if not path.exists():
+        raise ValueError(f"no file at {name!r}; pass an existing .json/.jsonl path or a list of dicts.")
+    if path.suffix not in (".json", ".jsonl"):
+        raise ValueError(
+            f"data file {name!r} has suffix {path.suffix!r}; only .json (a list of objects) and .jsonl (one "
+            "object per line) are read. Convert it, e.g. datasets.load_dataset('csv', data_files=path)"
+            "['train'].to_json('rows.jsonl'), or pass the datasets.Dataset itself."
+        )
+    try:
+        text = path.read_text(encoding="utf-8-sig")  # -sig: tolerate the BOM some editors write
+    except UnicodeDecodeError as err:
+        raise ValueError(
+            f"data file {name!r} is not UTF-8 text ({err.reason} at byte {err.start}); re-save it as UTF-8."
+        ) from None
+    if path.suffix == ".jsonl":
+        return _parse_jsonl(name, text)
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as err:
+        if err.msg == "Extra data" and _is_json_lines(text):
+            raise ValueError(
+                f"data file {name!r} holds JSON Lines (one object per line), not one JSON list; rename it to "
+                f"{path.with_suffix('.jsonl').name!r}."
+            ) from None
+        raise ValueError(
+            f"{name}, line {err.lineno}, column {err.colno}: not valid JSON ({err.msg}); fix the file there "
+            "(a .json file holds one list [{...}, ...])."
+        ) from None
+    if not isinstance(data, list):
+        raise TypeError(
+            f"{name!r} must hold a JSON list of objects, got {type(data).__name__}; write [{{...}}, {{...}}] "
+            "or one object per line in a .jsonl file."
+        )
+    return Rows(data, [f"{name}, item {i}" for i in range(len(data))])
+
+
+def _parse_jsonl(name: str, text: str) -> Rows:
+    rows, where = [], []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError as err:
+            raise ValueError(
+                f"{name}, line {number}, column {err.colno}: not valid JSON ({err.msg}); each line of a .jsonl "
+                "file must be one complete JSON object."
+            ) from None
+        where.append(f"{name}, line {number}")
+    return Rows(rows, where)
+
+
+def _is_json_lines(text: str) -> bool:
+    try:
+        return all(isinstance(json.loads(line), dict) for line in text.splitlines() if line.strip())
+    except json.JSONDecodeError:
+        return False
+
+
+def _is_conversation(value) -> bool:
+    return isinstance(value, (list, tuple)) and any(isinstance(m, dict) and "role" in m for m in value)
+
+
+def _validate_row(i: int, row, kind: str, where: str | None = None) -> dict:
+    at = f"row {i}" if where is None else f"row {i} ({where})"
     if not isinstance(row, dict):
-        raise TypeError(f"row {i} must be a dict with fields {FIELDS[kind]}, got {type(row).__name__}.")
+        raise TypeError(f"{at} must be a dict with fields {FIELDS[kind]}, got {type(row).__name__}.")
     for name in FIELDS[kind]:
         if name not in row:
-            raise ValueError(f"row {i} is missing field {name!r}; {kind} rows need {FIELDS[kind]}.")
+            raise ValueError(f"{at} is missing field {name!r}; {kind} rows need {FIELDS[kind]}.")
     for name in FIELDS[kind]:
         value = row[name]
         if name == "label":
             if not isinstance(value, bool):
-                raise TypeError(f"row {i}, field 'label' must be a bool (True = desirable), got {value!r}.")
+                raise TypeError(f"{at}, field 'label' must be a bool (True = desirable), got {value!r}.")
             continue
+        if _is_conversation(value):
+            raise TypeError(
+                f"{at}, field {name!r} is a list of messages (TRL's conversational format); turn such rows into "
+                "prompt/chosen/rejected strings first with dpo_teach.hub.preference_rows(rows)."
+            )
         if not isinstance(value, str):
-            raise TypeError(f"row {i}, field {name!r} must be a str, got {type(value).__name__}.")
+            raise TypeError(f"{at}, field {name!r} must be a str, got {type(value).__name__}.")
         if name != "prompt" and not value.strip():
-            raise ValueError(f"row {i}, field {name!r} is empty; every response needs at least one token.")
+            raise ValueError(f"{at}, field {name!r} is empty; every response needs at least one token.")
     return {name: row[name] for name in FIELDS[kind]}
 
 
@@ -143,6 +222,7 @@ class Tokenized:
     examples: list[dict] = field(default_factory=list)
     prompts_truncated: int = 0
     completions_truncated: int = 0
+    identical_pairs: int = 0  # preference pairs with equal token ids but different text (tokenize_preference)
 
     def __len__(self) -> int:
         return len(self.examples)
@@ -160,7 +240,10 @@ def _check_lengths(max_length, max_prompt_length, truncation_mode):
         )
     if max_prompt_length is not None:
         if not isinstance(max_prompt_length, int) or max_prompt_length < 1:
-            raise ValueError(f"max_prompt_length={max_prompt_length!r} must be a positive int.")
+            raise ValueError(
+                f"max_prompt_length={max_prompt_length!r} must be a positive int; pass e.g. max_prompt_length=32 "
+                "or None (max_length // 2)."
+            )
         if max_length is not None and max_prompt_length >= max_length:
             raise ValueError(
                 f"max_prompt_length={max_prompt_length} must be < max_length={max_length} to leave room for "
@@ -175,8 +258,25 @@ def _eos_id(tokenizer) -> int:
 
 
 def encode_prompt(tokenizer, prompt: str) -> list[int]:
-    """Prompt ids with the tokenizer's own special tokens (so BOS appears exactly when the tokenizer adds one)."""
-    return list(tokenizer(prompt)["input_ids"])
+    """Prompt ids with the tokenizer's own special tokens (so BOS appears exactly when the tokenizer adds one).
+
+    An empty prompt with a tokenizer that adds no BOS (GPT-2's, or :func:`dpo_teach.hub.train_bpe_tokenizer`'s)
+    would encode to no token at all; then nothing precedes the first response token, no logit predicts it, and
+    log π(y|x) would silently leave it out. Such a prompt becomes ``[bos_token_id]``, or ``[eos_token_id]`` when
+    the tokenizer has no BOS (GPT-2's BOS and EOS are one token), so every response token is scored. A
+    non-empty prompt is never changed.
+    """
+    ids = list(tokenizer(prompt)["input_ids"])
+    if ids:
+        return ids
+    start = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+    if start is None:
+        raise ValueError(
+            f"prompt {prompt!r} encodes to no token and the tokenizer has neither a bos_token nor an eos_token, "
+            "so the first response token could not be scored; set tokenizer.bos_token (or eos_token) or give "
+            "every row a non-empty prompt."
+        )
+    return [start]
 
 
 def encode_completion(tokenizer, completion: str) -> list[int]:
@@ -230,21 +330,55 @@ def _tokenize(rows, tokenizer, completion_fields, max_length, max_prompt_length,
 def tokenize_preference(
     rows, tokenizer, *, max_length=None, max_prompt_length=None, truncation_mode="keep_end"
 ):
-    """Preference rows → :class:`Tokenized` with ``prompt_ids``, ``chosen_ids``, ``rejected_ids`` per example."""
-    return _tokenize(rows, tokenizer, ("chosen", "rejected"), max_length, max_prompt_length, truncation_mode)
+    """Preference rows → :class:`Tokenized` with ``prompt_ids``, ``chosen_ids``, ``rejected_ids`` per example.
+
+    Pairs whose chosen and rejected *strings* differ but whose token ids are identical (after truncation to
+    ``max_length``, or because the tokenizer maps both to the same tokens, e.g. unknown words) carry no preference
+    signal either; one warning gives their count (``identical_pairs``).
+    """
+    out = _tokenize(rows, tokenizer, ("chosen", "rejected"), max_length, max_prompt_length, truncation_mode)
+    out.identical_pairs = sum(
+        e["chosen_ids"] == e["rejected_ids"] and r["chosen"] != r["rejected"]
+        for e, r in zip(out.examples, rows, strict=True)
+    )
+    if out.identical_pairs:
+        warnings.warn(
+            f"{out.identical_pairs} of {len(out)} preference pairs have different chosen and rejected text but "
+            "identical token ids after tokenisation and truncation (max_length="
+            f"{max_length}); they carry no preference signal. Raise max_length or check that the tokenizer "
+            "knows their words.",
+            stacklevel=2,
+        )
+    return out
+
+
+def mismatched_index(prompts: list) -> list[int]:
+    """For each row i, the row j whose completion KTO pairs with prompt i: the nearest earlier row (cyclically)
+    with a *different* prompt, or i − 1 when every row has the same prompt.
+
+    A different prompt matters: unpaired preference data lay rows out as chosen, rejected, chosen, …, so the
+    neighbour of a row is usually its own pair's other response, and z_ref would then measure the pair itself.
+    """
+    n = len(prompts)
+    out = []
+    for i in range(n):
+        back = next((k for k in range(1, n) if prompts[(i - k) % n] != prompts[i]), 1)
+        out.append((i - back) % n)
+    return out
 
 
 def tokenize_kto(rows, tokenizer, *, max_length=None, max_prompt_length=None, truncation_mode="keep_end"):
     """KTO rows → :class:`Tokenized` with ``prompt_ids``, ``completion_ids``, the bool ``label`` and
-    ``kl_completion_ids``: the completion of the *next* row (cyclically), a mismatched pair (x_i, y_{i+1}) that
-    KTO uses to estimate its reference point KL(π_θ‖π_ref). Fixed per example (not per batch), so that
-    reference log-probs of the mismatched pairs can be precomputed.
+    ``kl_completion_ids``: the completion of row :func:`mismatched_index` (the nearest earlier row with another
+    prompt), a mismatched pair (x_i, y_j) that KTO uses to estimate its reference point KL(π_θ‖π_ref). Fixed
+    per example (not per batch), so that reference log-probs of the mismatched pairs can be precomputed.
     """
     out = _tokenize(
         rows, tokenizer, ("completion",), max_length, max_prompt_length, truncation_mode, ("label",)
     )
+    partner = mismatched_index([tuple(e["prompt_ids"]) for e in out.examples])
     for i, example in enumerate(out.examples):
-        mismatched = out.examples[(i + 1) % len(out)]["completion_ids"]
+        mismatched = out.examples[partner[i]]["completion_ids"]
         room = len(mismatched) if max_length is None else max_length - len(example["prompt_ids"])
         example["kl_completion_ids"] = mismatched[:room]
     return out
@@ -261,7 +395,7 @@ def pad_sequences(
     """Right-pad ``prompt + completion`` sequences into ``input_ids``, ``attention_mask``, ``labels`` [B, T].
 
     ``labels`` = input id on completion positions, -100 on prompt and padding positions. With
-    ``allowed_token_ids`` (the world's alphabet, see CONTRACTS), a completion token outside the allowed set is
+    ``allowed_token_ids`` (the world's alphabet, see :mod:`dpo_teach.logprobs`), a completion token outside the allowed set is
     also labelled -100: it is not a choice of the restricted policy (e.g. the EOS that ends every fixed-length
     response of the sequences world) and so carries no log-probability.
     """
@@ -279,11 +413,15 @@ def pad_sequences(
     return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
 
 
+def pad_token_id(tokenizer) -> int:
+    """The id to pad with: ``tokenizer.pad_token_id``, else EOS (GPT-2 has no pad token; padded positions are
+    masked by the attention mask and labelled -100, so which id fills them does not matter)."""
+    pad = tokenizer.pad_token_id
+    return pad if pad is not None else _eos_id(tokenizer)
+
+
 def _pad_id(tokenizer_or_id) -> int:
-    if isinstance(tokenizer_or_id, int):
-        return tokenizer_or_id
-    pad = tokenizer_or_id.pad_token_id
-    return pad if pad is not None else _eos_id(tokenizer_or_id)
+    return tokenizer_or_id if isinstance(tokenizer_or_id, int) else pad_token_id(tokenizer_or_id)
 
 
 class PreferenceCollator:

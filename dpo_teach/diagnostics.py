@@ -1,4 +1,4 @@
-"""Measurements that diagnose what a preference optimiser did — the instruments of chapter 10.
+"""Measurements that diagnose what a preference optimiser did — the instruments of chapters 11 and 12.
 
 On an enumerable world every quantity below is exact: a policy is a table ``[X, K]`` of log π(y|x) (X prompts,
 K responses; :meth:`SequenceWorld.logprobs` or a bandit's tabular policy), and the distribution of a sampled

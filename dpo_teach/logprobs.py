@@ -15,7 +15,7 @@ Memory: a naive ``log_softmax(logits).gather(...)`` materialises a second ``batc
 block by block over response positions only, in a custom autograd function whose backward writes
 softmax − one-hot into the one gradient tensor autograd needs anyway (``benchmarks/logps_memory.py`` measures it).
 
-The *world's policy* (CONTRACTS.md): with ``allowed_token_ids`` the softmax runs over those vocabulary columns
+The *world's policy*: with ``allowed_token_ids`` the softmax runs over those vocabulary columns
 only, so that the probabilities of all responses a world can enumerate sum to exactly 1 for any model.
 """
 
@@ -111,7 +111,10 @@ def _allowed_tensor(allowed_token_ids, vocab: int, device) -> torch.Tensor:
             f"{type(allowed_token_ids).__name__}; pass world.allowed_token_ids (or None for the full vocabulary)."
         )
     if ids.dim() != 1 or ids.numel() == 0 or ids.is_floating_point() or ids.dtype == torch.bool:
-        raise ValueError("allowed_token_ids must be a non-empty 1-D list/tensor of integer token ids.")
+        raise ValueError(
+            "allowed_token_ids must be a non-empty 1-D list/tensor of integer token ids; pass "
+            "world.allowed_token_ids (or None for the full vocabulary)."
+        )
     ids = ids.to(device=device, dtype=torch.long)
     if int(ids.min()) < 0 or int(ids.max()) >= vocab:
         raise ValueError(
@@ -145,7 +148,8 @@ def _check_logits_labels(logits, labels) -> None:
     if empty:
         raise ValueError(
             f"rows {empty} of labels have no response token after the shift (all -100); every sequence needs "
-            "at least one completion token - drop those examples or lengthen max_length."
+            "at least one completion token - drop those examples or lengthen max_length (with allowed_token_ids, "
+            "check that the responses' tokens are in it)."
         )
 
 
@@ -156,11 +160,14 @@ def per_token_logps(logits: torch.Tensor, labels: torch.Tensor, allowed_token_id
     ``logits`` ``[B, T, V]``; ``labels`` ``[B, T]`` (-100 on prompt and padding). With ``allowed_token_ids``
     (K ids) the log-softmax is over ``logits[..., allowed_token_ids]`` and every response label must be allowed.
     """
+    # the alphabet first: a bad one empties the labels, and the length check would then blame max_length
+    ids = None
+    if allowed_token_ids is not None and isinstance(logits, torch.Tensor):
+        ids = _allowed_tensor(allowed_token_ids, logits.shape[-1], logits.device)
     _check_logits_labels(logits, labels)
     mask = response_mask(labels)
     targets = labels[:, 1:].clamp(min=0)
-    if allowed_token_ids is not None:
-        ids = _allowed_tensor(allowed_token_ids, logits.shape[-1], logits.device)
+    if ids is not None:
         position = torch.full((logits.shape[-1],), -1, dtype=torch.long, device=logits.device)
         position[ids] = torch.arange(ids.numel(), device=logits.device)
         targets = position[targets]

@@ -11,11 +11,22 @@ log-ratio margin h = log π_θ(y_w)/π_ref(y_w) − log π_θ(y_l)/π_ref(y_l), 
 
 Which log-probs go in (see :mod:`dpo_teach.logprobs`): summed over response tokens for ``sigmoid``, ``hinge``,
 ``robust``, ``kto`` and ``ipo`` (IPO length-normalises itself when given the lengths, as TRL does); averaged
-over response tokens (``average=True``) for ``orpo`` and ``simpo``. The registry :data:`LOSSES` records it.
+over response tokens (``average=True``) for ``orpo`` and ``simpo``. The registry :data:`LOSSES` records it
+(``length_normalized`` for the averaged inputs, ``takes_lengths`` for IPO's own division by |y|).
+
+What ``beta`` means differs from loss to loss (the argument keeps TRL's name everywhere):
+
+* ``sigmoid`` (DPO, cDPO), ``robust``, ``hinge``, ``kto``: β is the KL coefficient of the RLHF objective; the
+  implicit reward is β·log π_θ/π_ref. For the hinge it also sets the margin: the loss is zero once h ≥ 1/β.
+* ``ipo``: β is the paper's τ, the regularisation strength; the target margin is h = 1/(2τ).
+* ``orpo``: β is the paper's λ, the weight of the odds-ratio term next to the NLL term; not a KL coefficient.
+* ``simpo``: β scales the length-normalised log-probs into rewards; the margin γ is absolute (in those reward
+  units), so the coin-flip point is at a difference of γ/β in average log-prob.
 """
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -48,11 +59,13 @@ def dpo_loss(
     beta=0.1,
     label_smoothing=0.0,
 ):
-    """DPO (Rafailov et al. 2023, Eq. 7), TRL's ``"sigmoid"``; conservative DPO (cDPO) when label_smoothing ε > 0.
+    """DPO (Rafailov et al. 2023, Eq. 7), TRL's ``"sigmoid"``; conservative DPO (cDPO, Mitchell 2023) when ε > 0.
 
         L = −(1 − ε) log σ(β h) − ε log σ(−β h),   h = log π_θ(y_w)/π_ref(y_w) − log π_θ(y_l)/π_ref(y_l)
 
-    ε is the probability that a label was flipped; ε = 0 is the paper's loss. Inputs: summed log-probs ``[B]``.
+    ε = ``label_smoothing`` is the probability that a label was flipped; ε = 0 is the paper's loss. Inputs:
+    summed log-probs ``[B]``. TRL 1.16's ``"sigmoid"`` *ignores* its ``label_smoothing`` (there it only affects
+    ``"robust"``, ``"exo_pair"`` and ``"aot"``), so cDPO is this function with ε > 0, not a TRL setting.
     Gradient w.r.t. log π_θ(y_w): −β σ(r̂_l − r̂_w) (for ε = 0) - see :func:`dpo_teach.theory.dpo_gradient_weight`.
     """
     chosen_logratios, rejected_logratios, beta = _margin(
@@ -108,11 +121,14 @@ def ipo_loss(
 
 
 def hinge_loss(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps, beta=0.1):
-    """Hinge loss of SLiC (Zhao et al. 2023) and RSO (Liu et al. 2023), TRL's ``"hinge"``.
+    """The hinge loss on the log-ratio margin of RSO (Liu et al. 2023), TRL's ``"hinge"``.
 
-        L = max(0, 1 − β h)
+        L = max(0, 1 − β h),    h = log π_θ(y_w)/π_ref(y_w) − log π_θ(y_l)/π_ref(y_l)
 
-    The loss is zero once the margin β h exceeds 1 (1/β is the margin on h): unlike DPO it stops pushing.
+    The loss is zero once h ≥ 1/β (the margin on h is 1/β): unlike DPO it stops pushing. It descends from
+    SLiC-HF (Zhao et al. 2023), whose calibration loss max(0, δ − log π_θ(y_w|x) + log π_θ(y_l|x)) has no
+    reference model (SLiC keeps the policy near the SFT model with a separate regulariser); the π_ref
+    log-ratios and the margin 1/β are RSO's.
     """
     chosen_logratios, rejected_logratios, beta = _margin(
         policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps, beta
@@ -134,7 +150,10 @@ def robust_loss(
         L = [(1 − ε)(−log σ(β h)) − ε(−log σ(−β h))] / (1 − 2ε)
 
     Its expectation over labels flipped with probability ε equals the clean DPO loss. Unlike cDPO the second
-    term enters with a minus sign, so L can be negative. ε = 0 gives plain DPO.
+    term enters with a minus sign, so on a single pair L is unbounded below: L ≈ −βεh/(1 − 2ε) as h → ∞. A pair
+    seen only one way is therefore pushed at a constant rate forever (harder than DPO, whose pull decays), and a
+    batch loss below zero is normal, not a bug: only the expectation over noisy labels is a DPO loss. ε = 0 gives
+    plain DPO.
     """
     chosen_logratios, rejected_logratios, beta = _margin(
         policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps, beta
@@ -148,8 +167,11 @@ def robust_loss(
 def kto_reference_point(kl_policy_logps, kl_ref_logps):
     """KTO's reference point z_ref = max(0, mean_j [log π_θ(y'_j|x_j) − log π_ref(y'_j|x_j)]), detached.
 
-    A batch estimate of KL(π_θ ‖ π_ref) from *mismatched* pairs (x_j, y'_j): completion y'_j belongs to another
-    prompt of the batch (TRL pairs each prompt with the next example's completion). Returns a 0-d tensor.
+    A batch estimate of KL(π_θ ‖ π_ref) from *mismatched* pairs (x_j, y'_j): y'_j is the completion of a row
+    with a *different* prompt, so it is a sample of the data's responses that x_j did not produce.
+    :func:`dpo_teach.data.tokenize_kto` takes the nearest earlier row whose prompt differs; TRL's KTOTrainer
+    rotates the completions by one within each batch, pairing x_j with y_{j−1} whatever its prompt. Returns a
+    0-d tensor.
     """
     check_float_tensors(kl_policy_logps=kl_policy_logps, kl_ref_logps=kl_ref_logps)
     if kl_policy_logps.numel() == 0:
@@ -206,7 +228,10 @@ def log1mexp(x: torch.Tensor) -> torch.Tensor:
     return torch.where(x > -math.log(2), torch.log(-torch.expm1(x)), torch.log1p(-torch.exp(x)))
 
 
-ORPO_MAX_LOGP = -1e-6  # avg log-probs are capped here so that log(1 − p) stays finite when p rounds to 1
+#: Averaged log-probs are capped here inside the odds so that log(1 − P) stays finite when P rounds to 1. Where
+#: the cap binds (mean token probability P > 1 − 1e-6, odds > 10⁶) the odds-ratio term has zero gradient with
+#: respect to that log-prob; the NLL term's gradient is untouched (a test checks both).
+ORPO_MAX_LOGP = -1e-6
 
 
 def orpo_loss(policy_chosen_logps, policy_rejected_logps, beta=0.1, chosen_nll=None):
@@ -218,7 +243,8 @@ def orpo_loss(policy_chosen_logps, policy_rejected_logps, beta=0.1, chosen_nll=N
     NLL_w defaults to −``policy_chosen_logps``, the chosen response's mean token NLL (response tokens only, one
     value per example, as in the paper). TRL's ORPOTrainer instead uses one token-mean cross-entropy over the
     prompt *and* response tokens of all chosen rows; pass ``chosen_nll`` (broadcastable to ``[B]``) to use
-    another NLL. Averaged log-probs are capped at ``ORPO_MAX_LOGP`` = −1e-6 so log(1 − P) stays finite.
+    another NLL. Inside the odds, averaged log-probs are capped at ``ORPO_MAX_LOGP`` = −1e-6 so log(1 − P)
+    stays finite; above the cap that term passes no gradient (the NLL term still does).
     Rewards: β × the length-normalised log-probs (as TRL logs them).
     """
     check_float_tensors(policy_chosen_logps=policy_chosen_logps, policy_rejected_logps=policy_rejected_logps)
@@ -248,8 +274,9 @@ def simpo_loss(policy_chosen_logps, policy_rejected_logps, beta=2.0, gamma=1.0):
         L = −log σ(β/|y_w| log π_θ(y_w|x) − β/|y_l| log π_θ(y_l|x) − γ)
 
     Inputs are length-normalised log-probs (``average=True``). Defaults β = 2, γ = 1 are in the paper's range
-    (β ∈ [2, 2.5], γ/β ≈ 0.5). TRL runs it as ``CPOTrainer(loss_type="simpo", cpo_alpha=0)`` with
-    ``simpo_gamma`` = γ. Rewards: β × the length-normalised log-probs.
+    (β ∈ [2, 2.5], γ/β ≈ 0.5). β is a reward scale here, not a KL coefficient; γ is absolute, in reward
+    units. TRL runs it as ``CPOTrainer(loss_type="simpo", cpo_alpha=0)`` with ``simpo_gamma`` = γ.
+    Rewards: β × the length-normalised log-probs.
     """
     check_float_tensors(policy_chosen_logps=policy_chosen_logps, policy_rejected_logps=policy_rejected_logps)
     beta = check_positive("beta", beta)
@@ -269,6 +296,12 @@ class LossSpec:
     paired: bool  # needs (chosen, rejected) pairs; False = KTO's unpaired desirable/undesirable rows
     summary: str
 
+    @property
+    def takes_lengths(self) -> bool:
+        """True when the loss divides the summed log-ratios by the response lengths itself (IPO, as in TRL): the
+        trainer then passes ``chosen_lengths``/``rejected_lengths``."""
+        return "chosen_lengths" in inspect.signature(self.fn).parameters
+
     def __call__(self, *args, **kwargs):
         return self.fn(*args, **kwargs)
 
@@ -276,12 +309,10 @@ class LossSpec:
 LOSSES: dict[str, LossSpec] = {
     spec.name: spec
     for spec in (
-        LossSpec("sigmoid", dpo_loss, True, False, True, "DPO; cDPO with label_smoothing > 0"),
-        LossSpec(
-            "ipo", ipo_loss, True, False, True, "IPO: squared margin to 1/(2β); lengths → TRL's normalisation"
-        ),
-        LossSpec("hinge", hinge_loss, True, False, True, "SLiC/RSO hinge on the margin"),
-        LossSpec("robust", robust_loss, True, False, True, "robust DPO, unbiased under label noise"),
+        LossSpec("sigmoid", dpo_loss, True, False, True, "DPO; cDPO with label_smoothing ε > 0"),
+        LossSpec("ipo", ipo_loss, True, False, True, "IPO: squared per-token margin to 1/(2τ), τ = β"),
+        LossSpec("hinge", hinge_loss, True, False, True, "RSO's hinge: margin 1/β on the log-ratios"),
+        LossSpec("robust", robust_loss, True, False, True, "robust DPO: unbiased under label flips at ε"),
         LossSpec("kto", kto_loss, True, False, False, "KTO: unpaired desirable/undesirable completions"),
         LossSpec("orpo", orpo_loss, False, True, True, "ORPO: NLL + odds-ratio term, no reference model"),
         LossSpec("simpo", simpo_loss, False, True, True, "SimPO: length-normalised margin with target γ"),

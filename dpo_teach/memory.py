@@ -19,11 +19,17 @@ The frozen reference model needs only its weights — no gradients, no optimizer
 runs under ``torch.no_grad()``, so nothing is saved for a backward) — and with precomputed reference log-probs
 (``DPOConfig(precompute_ref_logps=True)``) not even those. Activations come on top and grow with
 batch × length; :func:`saved_tensor_bytes` measures them.
+
+On N data-parallel GPUs, plain DDP holds all of it on every GPU. ZeRO splits it instead (:func:`sharded_memory`):
+stage 1 the optimizer states (master copy and Adam's moments), stage 2 also the gradients, stage 3 also the
+weights — PyTorch's FSDP with full sharding is stage 3. The frozen reference has no gradients or optimizer states,
+so only stage 3 shards it (as TRL does: under ZeRO-3 it wraps the reference too, under stages 1–2 it keeps a whole
+copy per GPU).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from numbers import Real
 
 import torch
@@ -38,6 +44,13 @@ RECIPES = {
 #: optimizer states kept per parameter
 OPTIMIZER_STATES = {"adamw": 2, "sgd": 0}
 REFERENCE_MODES = ("live", "precomputed", "none")
+#: ZeRO stage → the fields of :class:`MemoryEstimate` it splits over the GPUs (0: plain DDP, nothing split)
+ZERO_SHARDED = {
+    0: (),
+    1: ("master_weights", "optimizer_states"),
+    2: ("master_weights", "optimizer_states", "gradients"),
+    3: ("master_weights", "optimizer_states", "gradients", "weights", "reference_weights"),
+}
 
 
 @dataclass(frozen=True)
@@ -100,6 +113,27 @@ def training_memory(
 def training_memory_bytes(n_params, **options) -> int:
     """:func:`training_memory` (same options) → the total in bytes."""
     return training_memory(n_params, **options).total
+
+
+def sharded_memory(n_params, *, n_gpus: int, stage: int, **options) -> MemoryEstimate:
+    """The model states one GPU holds when ``n_gpus`` GPUs train together with ZeRO stage ``stage`` (bytes).
+
+    A field of :func:`training_memory` (same ``options``) that the stage splits, :data:`ZERO_SHARDED[stage]`,
+    costs bytes-per-parameter · ⌈n_params / N⌉ per GPU; the others are whole on every GPU. E.g. bf16 mixed
+    precision with Adam, live reference, Ψ parameters: stage 0 (DDP) 18Ψ, stage 1 (2 + 2 + 2)Ψ + 12Ψ/N, stage 2
+    (2 + 2)Ψ + 14Ψ/N, stage 3 18Ψ/N. ``activation_bytes`` (per GPU) is added unsplit.
+    """
+    if isinstance(n_gpus, bool) or not isinstance(n_gpus, int) or n_gpus < 1:
+        raise ValueError(f"n_gpus={n_gpus!r} must be an int ≥ 1 (the number of data-parallel GPUs).")
+    if isinstance(stage, bool) or not isinstance(stage, int) or stage not in ZERO_SHARDED:
+        raise ValueError(
+            f"stage={stage!r} must be a ZeRO stage, one of {sorted(ZERO_SHARDED)} (0: plain DDP)."
+        )
+    full = training_memory(n_params, **options)
+    n = int(round(n_params))
+    per_gpu = -(-n // n_gpus)  # parameters in one GPU's shard: ⌈n / N⌉ (the last shard is padded)
+    split = {name: getattr(full, name) // n * per_gpu for name in ZERO_SHARDED[stage]}
+    return replace(full, **split)
 
 
 def count_parameters(model: torch.nn.Module) -> int:

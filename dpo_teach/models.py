@@ -5,14 +5,16 @@
   ``PreTrainedTokenizerFast``, so it saves and loads like any Hub tokenizer.
 * :func:`tiny_gpt2` — a ``GPT2LMHeadModel`` from a ``GPT2Config`` sized for a world (dropout off).
 * :func:`load_causal_lm` — any causal LM and its tokenizer by local path or Hub name
-  (``trust_remote_code=False``), with an error that says so when the reader is offline.
+  (``trust_remote_code=False``; offline unless ``local_files_only=False``), with errors that say what is missing.
 * :func:`sample_token_ids` — ancestral sampling from a model, optionally restricted to a world's
-  ``allowed_token_ids`` (the world's policy, CONTRACTS.md), seeded by a ``torch.Generator``.
+  ``allowed_token_ids`` (the world's policy, :mod:`dpo_teach.logprobs`), seeded by a ``torch.Generator``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections import Counter
 from pathlib import Path
 
 import torch
@@ -45,7 +47,8 @@ def build_word_tokenizer(words, *, model_max_length: int = 64) -> PreTrainedToke
         raise ValueError(
             "words must be a non-empty list of non-empty strings (the vocabulary, one word each)."
         )
-    dupes = sorted({w for w in words if words.count(w) > 1} | {w for w in words if w in SPECIAL_TOKENS})
+    counts = Counter(words)  # linear in the vocabulary (GPT-2-sized vocabularies have 50k words)
+    dupes = sorted({w for w, n in counts.items() if n > 1} | {w for w in counts if w in SPECIAL_TOKENS})
     if dupes:
         raise ValueError(
             f"words contains repeated or reserved entries {dupes}; list each word once, without "
@@ -138,46 +141,125 @@ def _is_offline_failure(err: BaseException) -> bool:
     return False
 
 
-def load_causal_lm(name_or_path, *, device=None, dtype=None):
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model", "vocab.txt")
+_WEIGHT_FILES = (
+    "*.safetensors",
+    "pytorch_model*.bin",
+    "*.safetensors.index.json",
+    "pytorch_model.bin.index.json",
+)
+
+
+def _check_model_dir(path: Path) -> None:
+    """Raise ``ValueError`` if ``path`` lacks what ``from_pretrained`` needs: config.json, weights, tokenizer."""
+    if not (path / "config.json").is_file():
+        raise ValueError(
+            f"model directory {str(path)!r} has no config.json; pass a directory written by "
+            "model.save_pretrained(dir) and tokenizer.save_pretrained(dir)."
+        )
+    if not any(any(path.glob(pattern)) for pattern in _WEIGHT_FILES):
+        raise ValueError(
+            f"model directory {str(path)!r} has a config.json but no weights (model.safetensors); save the "
+            "model there with model.save_pretrained(dir)."
+        )
+    # without these, transformers builds an *empty* tokenizer (one token) instead of failing
+    if not any((path / name).is_file() for name in _TOKENIZER_FILES):
+        raise ValueError(
+            f"model directory {str(path)!r} has no loadable tokenizer (none of {list(_TOKENIZER_FILES)}); save "
+            "it there with tokenizer.save_pretrained(dir)."
+        )
+
+
+def load_causal_lm(name_or_path, *, device=None, dtype=None, local_files_only: bool = True):
     """Load ``(model, tokenizer)`` from a local directory or a Hub name, with ``trust_remote_code=False``.
 
     The model is float32 unless ``dtype`` says otherwise (the book keeps weights in float32 and runs the
     forward under bf16 autocast on CUDA), moved to ``device`` (default :func:`dpo_teach.device.get_device`) and
     put in eval mode. A tokenizer without a pad token gets ``pad_token = eos_token`` (GPT-2's case): padding
-    positions are masked anyway. Raises :class:`OfflineModelError` when a Hub name is not in the local cache
-    and the Hub cannot be reached.
+    positions are masked anyway.
+
+    Offline by default: a Hub name is read from the local Hugging Face cache only (``local_files_only=True``),
+    so a mistyped name fails at once instead of waiting on the network; pass ``local_files_only=False`` (the
+    CLI's ``--allow-download``) to download. Raises :class:`OfflineModelError` when a Hub name is not cached
+    (or, when downloading is allowed, the Hub cannot be reached), and ``ValueError`` for a local directory
+    without a config, weights or tokenizer.
     """
     if not isinstance(name_or_path, (str, os.PathLike)) or not str(name_or_path).strip():
         raise TypeError(
             f"name_or_path must be a local directory or a Hub name such as 'gpt2', got {name_or_path!r}."
         )
+    if not isinstance(local_files_only, bool):
+        raise TypeError(f"local_files_only must be True or False, got {local_files_only!r}.")
     path = Path(name_or_path).expanduser()
     local = path.is_dir()
     if not local and (
-        str(name_or_path).startswith((".", "/", "~")) or path.suffix in {".json", ".safetensors"}
+        str(name_or_path).startswith((".", "/", "~"))
+        or path.suffix in {".json", ".safetensors"}
+        or path.exists()
     ):
         raise ValueError(
             f"name_or_path={str(name_or_path)!r} looks like a local path but is not a directory; pass "
             "a directory written by save_pretrained (config.json, model.safetensors, tokenizer files)."
         )
+    if local:
+        _check_model_dir(path)
     source = str(path) if local else str(name_or_path)
-    kwargs = {"trust_remote_code": False, "local_files_only": local}
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
-        model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype or torch.float32, **kwargs)
-    except OSError as err:
-        if local or not _is_offline_failure(err):
-            raise
-        raise OfflineModelError(
-            f"Could not load {source!r}: it is not in the local Hugging Face cache and the Hub cannot be reached "
-            "- this machine appears to be offline (or HF_HUB_OFFLINE=1 is set). Either run this once with an "
-            "internet connection (and HF_HUB_OFFLINE unset) so that the files are downloaded and cached, or save "
-            "the model and tokenizer with save_pretrained(dir) on a machine that has them and pass that local "
-            "directory as name_or_path."
-        ) from err
+    offline = local or local_files_only
+    kwargs = {"trust_remote_code": False, "local_files_only": offline}
+    with _hub_offline(offline):
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
+        except (OSError, ValueError) as err:
+            if local:
+                raise ValueError(
+                    f"model directory {source!r} has no loadable tokenizer ({type(err).__name__}); save it "
+                    "there with tokenizer.save_pretrained(dir)."
+                ) from err
+            _raise_hub_error(source, err, local_files_only)
+        try:
+            model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype or torch.float32, **kwargs)
+        except OSError as err:
+            if local:
+                raise
+            _raise_hub_error(source, err, local_files_only)
     if tokenizer.pad_token_id is None and tokenizer.eos_token is not None:
         tokenizer.pad_token = tokenizer.eos_token
     return model.to(get_device(device)).eval(), tokenizer
+
+
+@contextlib.contextmanager
+def _hub_offline(offline: bool):
+    """Hugging Face Hub offline mode for the block when ``offline``: even with ``local_files_only=True``,
+    ``huggingface_hub`` otherwise contacts the Hub once (it fetches a registry to build its user-agent)."""
+    import huggingface_hub.constants as hub_constants
+
+    was = hub_constants.HF_HUB_OFFLINE
+    hub_constants.HF_HUB_OFFLINE = was or offline
+    try:
+        yield
+    finally:
+        hub_constants.HF_HUB_OFFLINE = was
+
+
+def _raise_hub_error(source: str, err: BaseException, local_files_only: bool):
+    """Raise :class:`OfflineModelError` for a Hub name that is not cached (or, when downloading is allowed,
+    that the Hub could not serve because the machine is offline); re-raise ``err`` for anything else."""
+    if local_files_only:
+        raise OfflineModelError(
+            f"Could not load {source!r}: it is not a local directory and not in the local Hugging Face cache, "
+            "and dpo_teach works offline unless asked (as if HF_HUB_OFFLINE=1), so nothing was downloaded. "
+            "Check the spelling; pass a directory written by save_pretrained; or allow a download with "
+            "load_causal_lm(..., local_files_only=False) (on the command line: --allow-download)."
+        ) from err
+    if not _is_offline_failure(err):
+        raise err
+    raise OfflineModelError(
+        f"Could not load {source!r}: it is not in the local Hugging Face cache and the Hub cannot be reached "
+        "- this machine appears to be offline (or HF_HUB_OFFLINE=1 is set). Either run this once with an "
+        "internet connection (and HF_HUB_OFFLINE unset) so that the files are downloaded and cached, or save "
+        "the model and tokenizer with save_pretrained(dir) on a machine that has them and pass that local "
+        "directory as name_or_path."
+    ) from err
 
 
 @torch.no_grad()

@@ -5,7 +5,7 @@ TRL is *imported* here to compare against, never copied (it is a test/book depen
 own collated batch (its tokenisation: ``input_ids`` ``[2B, T]``, chosen rows then rejected rows, and a
 ``completion_mask``); :func:`trl_batch_to_ours` turns that into the six-key batch of
 :func:`dpo_teach.logprobs.concatenated_forward` — the *same* token ids — so that the two losses can be compared
-number for number (:func:`trl_dpo_loss` gives TRL's). Used by chapter 11 and by the TRL parity tests.
+number for number (:func:`trl_dpo_loss` gives TRL's). Used by chapter 13 and by the TRL parity tests.
 """
 
 from __future__ import annotations

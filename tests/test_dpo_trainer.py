@@ -98,7 +98,8 @@ def test_every_registry_loss_gets_the_right_inputs(tok, name):
     ref = naive_logps(ref_model, tok, PAIRS)
     if (
         name == "kto"
-    ):  # unpaired: chosen rows desirable, rejected rows undesirable, next row's completion for z_ref
+    ):  # unpaired: chosen rows desirable, rejected rows undesirable; z_ref from the nearest earlier row
+        # with another prompt: the previous pair's rejected response (i - 1 for a chosen row, i - 2 for a rejected)
         rows = [
             {"prompt": r["prompt"], "completion": r[k], "label": k == "chosen"}
             for r in PAIRS
@@ -112,7 +113,7 @@ def test_every_registry_loss_gets_the_right_inputs(tok, name):
                 for s in (0,)
                 for m in (policy, ref_model)
             ]
-            kl = [torch.stack([lp(m, i, (i + 1) % n) for i in range(n)]) for m in (policy, ref_model)]
+            kl = [torch.stack([lp(m, i, (i - 1 - i % 2) % n) for i in range(n)]) for m in (policy, ref_model)]
         labels = torch.tensor([r["label"] for r in rows])
         expected = spec(args[0], args[1], labels, kl[0], kl[1], beta=0.5)[0].mean()
         batch = len(rows)

@@ -8,7 +8,7 @@ import sys
 import pytest
 from conftest import REPO
 
-PATHS = ["dpo_teach", "tests", "benchmarks", "tools", "book"]
+PATHS = ["dpo_teach", "tests", "benchmarks", "tools", "book", "docs"]
 
 
 @pytest.mark.parametrize("command", [["check"], ["format", "--check"]], ids=["check", "format"])

@@ -232,6 +232,38 @@ def test_registry_metadata_and_calls():
     )
 
 
+def test_only_ipo_divides_by_the_lengths_itself():
+    assert [n for n, s in losses.LOSSES.items() if s.takes_lengths] == ["ipo"]
+
+
+def test_robust_is_unbounded_below_on_one_pair():
+    """On a pair that always wins the robust loss falls like −βεh/(1 − 2ε): no minimum, a constant pull."""
+    beta, eps = 0.5, 0.1
+    h = torch.tensor([50.0, 100.0, 200.0], dtype=torch.float64, requires_grad=True)
+    zeros = torch.zeros_like(h)
+    loss, _, _ = losses.robust_loss(h, zeros, zeros, zeros, beta=beta, label_smoothing=eps)
+    (grad,) = torch.autograd.grad(loss.sum(), h)
+    slope = -beta * eps / (1 - 2 * eps)
+    assert loss[2] < loss[1] < loss[0] < 0
+    torch.testing.assert_close(grad, torch.full_like(h, slope))  # the pull never decays
+    assert abs((loss[2] - loss[1]).item() / 100 - slope) < 1e-12
+
+
+def test_orpo_cap_zeroes_only_the_odds_gradient_above_it():
+    """Below ORPO_MAX_LOGP the loss has the uncapped formula's gradient; above it only the NLL term's."""
+    cap = losses.ORPO_MAX_LOGP
+    aw = torch.tensor([-0.5, cap / 10], dtype=torch.float64, requires_grad=True)  # below, above the cap
+    al = torch.tensor([-2.0, -2.0], dtype=torch.float64)
+    loss, _, _ = losses.orpo_loss(aw, al, beta=0.3)
+    (grad,) = torch.autograd.grad(loss.sum(), aw)
+    # uncapped: d/da [−a − λ log σ(a − log(1 − e^a) − c)] = −1 − λ σ(−z) (1 + e^a/(1 − e^a))
+    a = aw[0].item()
+    z = a - math.log1p(-math.exp(a)) - (-2.0 - math.log1p(-math.exp(-2.0)))
+    uncapped = -1 - 0.3 * sigmoid(-z) * (1 + math.exp(a) / (1 - math.exp(a)))
+    assert grad[0].item() == pytest.approx(uncapped, rel=1e-9)
+    assert grad[1].item() == -1.0  # only the NLL term −a is left
+
+
 # --- bad inputs: one clear error per case ----------------------------------------------------------------------
 
 GOOD = torch.tensor([-1.0, -2.0])

@@ -122,6 +122,23 @@ def test_make_lab_serves_the_book(tmp_path):
         with pytest.raises(urllib.error.HTTPError) as denied:  # the token is really required
             _get_json(f"{base}/api/contents")
         assert denied.value.code == 403
+        # The reader's defaults: no news pop-up over the first figure, and no autosave rewriting a chapter on open.
+        # tools/jupyterlab_overrides.json becomes each setting's default in the schema the server hands out.
+        settings = {
+            plugin: {
+                key: spec.get("default")
+                for key, spec in _get_json(f"{base}/lab/api/settings/{plugin}?token={token}")["schema"][
+                    "properties"
+                ].items()
+            }
+            for plugin in (
+                "@jupyterlab/apputils-extension:notification",
+                "@jupyterlab/docmanager-extension:plugin",
+            )
+        }
+        assert settings["@jupyterlab/apputils-extension:notification"]["fetchNews"] == "false"
+        assert settings["@jupyterlab/apputils-extension:notification"]["checkForUpdates"] is False
+        assert settings["@jupyterlab/docmanager-extension:plugin"]["autosave"] is False
     finally:
         _stop_group(process)
         log.close()

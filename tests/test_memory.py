@@ -12,6 +12,7 @@ from dpo_teach.memory import (
     count_parameters,
     parameter_bytes,
     saved_tensor_bytes,
+    sharded_memory,
     training_memory,
     training_memory_bytes,
 )
@@ -74,6 +75,55 @@ def test_precomputed_reference_and_sgd_hold_less():
 def test_training_memory_bad_input(kwargs, match):
     with pytest.raises(ValueError, match=match):
         training_memory(**kwargs)
+
+
+def test_zero_stages_reproduce_the_papers_figure_1():
+    # ZeRO, Figure 1: Ψ = 7.5B, N_d = 64 GPUs, K = 12 → per GPU 120 GB (DDP), 31.4 (P_os), 16.6 (P_os+g), 1.9 GB
+    psi, n = 7_500_000_000, 64
+    per_gpu = {
+        stage: sharded_memory(psi, n_gpus=n, stage=stage, reference="none").total for stage in range(4)
+    }
+    assert per_gpu == {
+        0: 16 * psi,
+        1: (2 + 2) * psi + 12 * psi // n,
+        2: 2 * psi + (2 + 12) * psi // n,
+        3: 16 * psi // n,
+    }
+    assert [round(per_gpu[s] / 1e9, 1) for s in range(4)] == [120.0, 31.4, 16.6, 1.9]
+
+
+@pytest.mark.parametrize(("stage", "reference_bytes"), [(0, 2 * 10), (1, 2 * 10), (2, 2 * 10), (3, 2 * 4)])
+def test_only_stage_3_shards_the_frozen_reference(stage, reference_bytes):
+    # 10 parameters on 3 GPUs: a shard holds ⌈10/3⌉ = 4 of them; the bf16 reference is 2 bytes per parameter
+    estimate = sharded_memory(10, n_gpus=3, stage=stage)
+    assert estimate.reference_weights == reference_bytes
+    full = training_memory(10)
+    assert estimate.weights == (full.weights if stage < 3 else 2 * 4)
+    assert estimate.gradients == (full.gradients if stage < 2 else 2 * 4)
+    assert estimate.optimizer_states == (full.optimizer_states if stage < 1 else 8 * 4)
+
+
+def test_one_gpu_is_the_unsharded_estimate():
+    for stage in range(4):
+        assert sharded_memory(1000, n_gpus=1, stage=stage, recipe="fp32") == training_memory(
+            1000, recipe="fp32"
+        )
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"n_gpus": 0, "stage": 3}, "n_gpus=0 must be an int ≥ 1"),
+        ({"n_gpus": 2.0, "stage": 3}, "n_gpus=2.0 must be an int ≥ 1"),
+        ({"n_gpus": True, "stage": 3}, "n_gpus=True must be an int ≥ 1"),
+        ({"n_gpus": 8, "stage": 4}, "stage=4 must be a ZeRO stage, one of"),
+        ({"n_gpus": 8, "stage": True}, "stage=True must be a ZeRO stage"),
+        ({"n_gpus": 8, "stage": 3, "recipe": "fp8"}, "recipe='fp8' must be one of"),
+    ],
+)
+def test_sharded_memory_bad_input(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        sharded_memory(1000, **kwargs)
 
 
 def test_parameter_counts_of_built_models_match_the_closed_forms():

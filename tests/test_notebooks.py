@@ -14,6 +14,9 @@ from conftest import BOOK, REPO
 
 NAME = re.compile(r"^(\d\d)_[a-z0-9]+(?:_[a-z0-9]+)*\.ipynb$")
 NOTEBOOKS = sorted(BOOK.glob("*.ipynb"))
+SOLUTIONS = BOOK / "solutions"  # worked solutions, one notebook per part (partN.ipynb), also under nbval
+SOLUTION_NAME = re.compile(r"^part\d+\.ipynb$")
+STORED = NOTEBOOKS + sorted(SOLUTIONS.glob("*.ipynb"))
 
 
 def _read(path):
@@ -34,7 +37,7 @@ def test_file_name_is_nn_slug(path):
     assert NAME.match(path.name), f"{path.name}: rename to NN_slug.ipynb (two digits, lower-case slug)"
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+@pytest.mark.parametrize("path", STORED, ids=lambda p: p.name)
 def test_valid_nbformat_with_python3_kernel(path):
     nb = _read(path)
     nbformat.validate(nb)
@@ -53,7 +56,7 @@ def test_first_cell_is_the_title(path):
     )
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+@pytest.mark.parametrize("path", STORED, ids=lambda p: p.name)
 def test_executed_top_to_bottom(path):
     nb = _read(path)
     code = [cell for cell in nb.cells if cell.cell_type == "code"]
@@ -70,7 +73,7 @@ def test_executed_top_to_bottom(path):
     )
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+@pytest.mark.parametrize("path", STORED, ids=lambda p: p.name)
 def test_no_stored_errors(path):
     nb = _read(path)
     errors = [
@@ -89,9 +92,21 @@ def test_book_holds_only_chapters():
     strays = [
         path.name
         for path in BOOK.iterdir()
-        if not path.name.startswith(".") and path.name != "__pycache__" and not NAME.match(path.name)
+        if not path.name.startswith(".")
+        and path.name not in ("__pycache__", SOLUTIONS.name)
+        and not NAME.match(path.name)
     ]
     assert not strays, f"book/ holds files that are not chapters: {strays}; write them elsewhere"
+
+
+def test_solutions_are_one_notebook_per_part():
+    """book/solutions/ holds only partN.ipynb: anything else there would be run by nbval as if it were a solution."""
+    strays = [
+        p.name
+        for p in (SOLUTIONS.iterdir() if SOLUTIONS.exists() else [])
+        if not p.name.startswith(".") and p.name != "__pycache__" and not SOLUTION_NAME.match(p.name)
+    ]
+    assert not strays, f"book/solutions/ holds files that are not partN.ipynb: {strays}; write them elsewhere"
 
 
 def test_no_notebooks_under_tests():

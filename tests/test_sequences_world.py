@@ -271,3 +271,34 @@ def test_bad_tables_and_policies():
         FIXED.preference_pairs(None, 0)
     with pytest.raises(ValueError, match="beta"):
         FIXED.optimal_policy(-1.0, FIXED.demonstrator_logps)
+
+
+def test_evaluate_accepts_minus_inf_tables():
+    """The variable-length world gives the empty response probability 0: evaluate(None, ref, β) works on it, the
+    correlation leaves those entries out (1 at π*), and the KLs agree with a brute-force sum over the rest."""
+    world = SequenceWorld(n_prompts=2, length=2, alphabet_size=3, seed=0, variable_length=True)
+    ref = world.demonstrator_logps
+    assert bool(torch.isinf(ref).any())
+    beta = 0.5
+    star = world.optimal_policy(beta, ref)
+    at_star = world.evaluate(star, ref, beta)
+    assert at_star["implicit_reward_corr"] == pytest.approx(1.0, abs=1e-9)
+    assert at_star["kl_to_optimal"] == pytest.approx(0.0, abs=1e-6)
+    policy = torch.log_softmax(
+        ref + 0.3 * torch.randn(ref.shape, generator=torch.Generator().manual_seed(0)), -1
+    )
+    got = world.evaluate(policy, ref, beta)
+    finite = torch.isfinite(ref)
+    kl = [sum(math.exp(p) * (p - q) for p, q, f in zip(pr.tolist(), qr.tolist(), fr.tolist(), strict=True) if f)
+          for pr, qr, fr in zip(policy, ref, finite, strict=True)]  # fmt: skip
+    assert got["kl_to_ref"] == pytest.approx(sum(kl) / len(kl), rel=1e-5)
+    a, b = [], []  # the correlation by hand: centre per prompt over the finite entries, then pool
+    for x in range(world.n_prompts):
+        keep = finite[x]
+        imp, r = beta * (policy[x] - ref[x])[keep].double(), world.reward_table[x][keep].double()
+        a.append(imp - imp.mean())
+        b.append(r - r.mean())
+    a, b = torch.cat(a), torch.cat(b)
+    expected = float((a * b).sum() / ((a * a).sum() * (b * b).sum()).sqrt())
+    assert got["implicit_reward_corr"] == pytest.approx(expected, rel=1e-9)
+    assert math.isnan(world.evaluate(None, ref, beta)["implicit_reward_corr"])  # r̂ ≡ 0: undefined, no error

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from dpo_teach.trainers import checkpoints as K
 from dpo_teach.trainers import common as C
 
 legacy_rand = np.random.rand  # noqa: NPY002 (seed_everything seeds NumPy's legacy global state)
@@ -44,14 +45,14 @@ def test_metric_means_are_over_all_examples_of_a_step():
 
 def test_rng_state_survives_json_and_restores_every_generator():
     generator = torch.Generator().manual_seed(3)
-    state = json.loads(json.dumps(C.rng_state(generator)))
+    state = json.loads(json.dumps(K.rng_state(generator)))
     first = (
         random.random(),
         legacy_rand(),
         torch.rand(2).tolist(),
         torch.rand(1, generator=generator).item(),
     )
-    C.set_rng_state(state, generator)
+    K.set_rng_state(state, generator)
     again = (
         random.random(),
         legacy_rand(),

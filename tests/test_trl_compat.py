@@ -1,4 +1,4 @@
-"""dpo_teach.trl_compat on a byte-level BPE GPT-2 (chapter 11's setting): TRL tokenises the rows into the same
+"""dpo_teach.trl_compat on a byte-level BPE GPT-2 (chapter 13's setting): TRL tokenises the rows into the same
 ids as dpo_teach, and TRL's DPO loss equals this trainer's on that batch (to 1e-5)."""
 
 from __future__ import annotations

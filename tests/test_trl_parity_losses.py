@@ -88,6 +88,23 @@ def test_dpo_family_matches_trl(setup, tmp_path, loss_type, config, kwargs):
         torch.testing.assert_close(batch_mean.item(), metrics[f"logits/{side}"], **TOL)
 
 
+def test_trl_sigmoid_ignores_label_smoothing(setup, tmp_path):
+    """TRL 1.16's "sigmoid" with label_smoothing = 0.2 is plain DPO, not cDPO: cDPO is ours with ε > 0 only."""
+    tokenizer, policy, reference = setup
+    trainer = build_dpo_trainer(
+        policy, reference, tokenizer, tmp_path, loss_type=["sigmoid"], beta=0.5, label_smoothing=0.2
+    )
+    trl_batch = trl_collate(trainer)
+    trl_loss, _ = trl_dpo_loss(trainer, trl_batch)
+    batch = trl_batch_to_ours(trl_batch)
+    pol, ref = forward(policy, batch), forward(reference, batch)
+    logps = (pol.chosen_logps, pol.rejected_logps, ref.chosen_logps, ref.rejected_logps)
+    plain = losses.dpo_loss(*logps, beta=0.5)[0].mean()
+    cdpo = losses.dpo_loss(*logps, beta=0.5, label_smoothing=0.2)[0].mean()
+    torch.testing.assert_close(plain, torch.tensor(trl_loss), **TOL)
+    assert abs(cdpo.item() - trl_loss) > 1e-3  # the smoothing would have changed the value
+
+
 def test_orpo_matches_trl(setup, tmp_path):
     tokenizer, policy, _ = setup
     beta = 0.25

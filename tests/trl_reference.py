@@ -5,7 +5,7 @@ tokenizer (:func:`dpo_teach.models.build_word_tokenizer`), a ``GPT2LMHeadModel``
 handful of preference rows. The builders return TRL trainers with ``report_to=[]`` and ``output_dir`` in a
 temporary folder. The DPO builder and the batch helpers (:func:`trl_collate`: TRL's own collated batch;
 :func:`trl_batch_to_ours`: the same token ids as the batch of :func:`dpo_teach.logprobs.concatenated_forward`;
-:func:`trl_dpo_loss`) live in :mod:`dpo_teach.trl_compat`, which chapter 11 uses too, and are re-exported here.
+:func:`trl_dpo_loss`) live in :mod:`dpo_teach.trl_compat`, which chapter 13 uses too, and are re-exported here.
 
 Used by ``tests/test_trl_parity_losses.py`` (loss level) and by the trainer-level parity test.
 """

@@ -7,7 +7,9 @@ answer; it raises ``TypeError``/``ValueError`` only when the answer has the wron
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from numbers import Real
 
 
 @dataclass(frozen=True)
@@ -27,4 +29,18 @@ class Verdict:
         printer.text(str(self))
 
 
-__all__ = ["Verdict"]
+def finite_number(name: str, value) -> float:
+    """``value`` as a float: a Python number or a one-element tensor, finite; else a ``TypeError`` naming ``name``.
+
+    The one reading of a reader's numeric answer that every chapter's checkers share.
+    """
+    if (
+        hasattr(value, "numel") and hasattr(value, "item") and value.numel() == 1
+    ):  # a tensor, without importing torch
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, Real) or not math.isfinite(value):
+        raise TypeError(f"{name} must be a finite number, got {value!r}; pass e.g. {name}=0.25.")
+    return float(value)
+
+
+__all__ = ["Verdict", "finite_number"]

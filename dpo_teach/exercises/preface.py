@@ -41,7 +41,7 @@ def check_models_in_memory(rlhf_ppo: int, dpo: int) -> Verdict:
     return Verdict(
         True,
         f"PPO holds {truth_ppo} networks (π_θ and V_ψ trained, π_ref and r_φ frozen); DPO holds {truth_dpo} "
-        "(π_θ trained, π_ref frozen). Chapter 11 shows how precomputing the reference log-probs frees π_ref too.",
+        "(π_θ trained, π_ref frozen). Chapter 13 shows how precomputing the reference log-probs frees π_ref too.",
     )
 
 

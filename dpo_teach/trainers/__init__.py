@@ -1,8 +1,8 @@
 """Trainers for both pipelines: SFT → DPO, and SFT → reward model → PPO.
 
 Each trainer is one module; the loop pieces they share (batches, optimizer + warm-up, progress bar, callback,
-history, checkpoint/resume) live in :mod:`dpo_teach.trainers.common`. Names resolve lazily, so importing one
-trainer does not import the others.
+history) live in :mod:`dpo_teach.trainers.common`, checkpoints and resuming in
+:mod:`dpo_teach.trainers.checkpoints`. Names resolve lazily, so importing one trainer does not import the others.
 """
 
 from __future__ import annotations
@@ -17,6 +17,11 @@ _WHERE = {
     "train_dpo": "dpo",
     "train_reward_model": "reward",
     "train_ppo": "ppo",
+    "RLOOConfig": "policy_gradient",
+    "GRPOConfig": "policy_gradient",
+    "train_rloo": "policy_gradient",
+    "train_grpo": "policy_gradient",
+    "train_iterative_dpo": "online_dpo",
 }
 
 __all__ = sorted(_WHERE)

@@ -1,30 +1,20 @@
-"""The pieces every trainer shares: batches, optimizer + warm-up, logging, checkpoint/resume.
+"""The pieces every trainer shares: batches, optimizer + warm-up, logging.
 
 A training run here is a list of *micro-batches* fixed in advance by the seed (:func:`micro_batches`); an
 optimizer step consumes ``grad_accum`` of them. The data position is therefore one integer (micro-batches
 consumed), and a run resumed from a checkpoint replays exactly the batches the uninterrupted run would have seen.
-A checkpoint (:func:`save_checkpoint`) is a directory: the model by ``save_pretrained`` (safetensors), the
-optimizer and scheduler by ``torch.save`` (``optimizer.pt``), and ``trainer_state.json`` with the step, the
-data position, the metrics history so far, the RNG states and the run's config.
+Checkpoints, resuming and the output folder are in :mod:`dpo_teach.trainers.checkpoints`.
 """
 
 from __future__ import annotations
 
-import base64
-import io
-import json
 import math
-import random
-from pathlib import Path
 
-import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from dpo_teach._validate import model_max_positions
 from dpo_teach.device import get_device
-
-STATE_FILE = "trainer_state.json"
-OPTIM_FILE = "optimizer.pt"
 
 
 def check_positive(name: str, value, kind=(int, float), allow_zero: bool = False) -> None:
@@ -40,9 +30,7 @@ def check_positive(name: str, value, kind=(int, float), allow_zero: bool = False
 def check_fits(model, data, max_length) -> None:
     """Raise ``ValueError`` if a tokenised sequence (``data``: a :class:`dpo_teach.data.Tokenized`) is longer
     than the model's position table."""
-    limit = getattr(model.config, "n_positions", None) or getattr(
-        model.config, "max_position_embeddings", None
-    )
+    limit = model_max_positions(model)
     if limit is None:
         return
     fields = [k for k in data[0] if k.endswith("_ids") and k != "prompt_ids"]
@@ -54,11 +42,36 @@ def check_fits(model, data, max_length) -> None:
         )
 
 
+#: names of float attributes that hold a dropout probability, on configs and on modules (``attention_dropout``
+#: of Llama/Qwen2 attention, GPT-2's ``attn_pdrop``, ``hidden_dropout_prob``, ``classifier_dropout``, ...)
+_DROPOUT_WORDS = ("dropout", "pdrop", "drop_prob", "drop_rate")
+
+
+def _zero_dropout_floats(obj) -> None:
+    for name, value in list(vars(obj).items()):
+        if isinstance(value, float) and value > 0 and any(w in name.lower() for w in _DROPOUT_WORDS):
+            setattr(obj, name, 0.0)
+
+
 def disable_dropout(model: torch.nn.Module) -> torch.nn.Module:
-    """Set ``p = 0`` in every ``nn.Dropout`` so that training and evaluation forwards agree."""
+    """Turn off every form of dropout in ``model`` so that training and evaluation forwards agree.
+
+    Three forms exist in ``transformers`` models: ``nn.Dropout`` (and its 1d/2d/3d/alpha variants) modules,
+    whose ``p`` becomes 0; a float probability stored on a module and passed to the attention kernel in train
+    mode (Llama's and Qwen2's ``self.attention_dropout``); and the same read from ``model.config`` at forward
+    time (some architectures). All are set to 0, the config's too (so a saved model records dropout 0). With
+    the reference a copy of the policy, the first DPO loss is then exactly ln 2.
+    """
     for module in model.modules():
-        if isinstance(module, torch.nn.Dropout):
+        if isinstance(module, torch.nn.modules.dropout._DropoutNd):
             module.p = 0.0
+        _zero_dropout_floats(module)
+        config = getattr(module, "config", None)
+        if config is not None and not isinstance(config, (dict, str)) and hasattr(config, "__dict__"):
+            _zero_dropout_floats(config)
+            for sub in ("text_config", "vision_config"):  # multimodal configs nest the LM's config
+                if hasattr(getattr(config, sub, None), "__dict__"):
+                    _zero_dropout_floats(getattr(config, sub))
     return model
 
 
@@ -170,98 +183,3 @@ def accumulate_metrics(sums: dict, metrics: dict) -> None:
 def mean_metrics(sums: dict) -> dict:
     """The means of :func:`accumulate_metrics` totals (NaN for a metric that saw no example)."""
     return {k: (s / n if n else float("nan")) for k, (s, n) in sums.items()}
-
-
-def _encode_tensor(t: torch.Tensor) -> str:
-    buf = io.BytesIO()
-    torch.save(t, buf)
-    return base64.b64encode(buf.getvalue()).decode("ascii")
-
-
-def _decode_tensor(s: str) -> torch.Tensor:
-    return torch.load(io.BytesIO(base64.b64decode(s)), weights_only=True)
-
-
-def rng_state(generator: torch.Generator | None = None) -> dict:
-    """The RNG states (Python, NumPy, torch CPU/CUDA, and ``generator``) as a JSON-serialisable dict."""
-    np_state = np.random.get_state()  # noqa: NPY002 (seed_everything seeds the legacy global state)
-    state = {
-        "python": [random.getstate()[0], list(random.getstate()[1]), random.getstate()[2]],
-        "numpy": [np_state[0], np_state[1].tolist(), *np_state[2:]],
-        "torch": _encode_tensor(torch.get_rng_state()),
-        "cuda": [_encode_tensor(s) for s in torch.cuda.get_rng_state_all()]
-        if torch.cuda.is_available()
-        else [],
-    }
-    if generator is not None:
-        state["generator"] = _encode_tensor(generator.get_state())
-    return state
-
-
-def set_rng_state(state: dict, generator: torch.Generator | None = None) -> None:
-    """Restore what :func:`rng_state` captured."""
-    py = state["python"]
-    random.setstate((py[0], tuple(py[1]), py[2]))
-    np.random.set_state(  # noqa: NPY002
-        (state["numpy"][0], np.array(state["numpy"][1], dtype=np.uint32), *state["numpy"][2:])
-    )
-    torch.set_rng_state(_decode_tensor(state["torch"]))
-    if state["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all([_decode_tensor(s) for s in state["cuda"]])
-    if generator is not None and "generator" in state:
-        generator.set_state(_decode_tensor(state["generator"]))
-
-
-def save_checkpoint(path, *, model, optimizer, scheduler, state: dict, generator=None) -> Path:
-    """Write a resumable checkpoint directory at ``path``.
-
-    ``state`` must be JSON-serialisable; by convention it holds ``step``, ``position`` (micro-batches consumed),
-    ``history`` and ``config``. The RNG states are added to it.
-    """
-    path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(path)
-    torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}, path / OPTIM_FILE)
-    (path / STATE_FILE).write_text(json.dumps({**state, "rng": rng_state(generator)}), encoding="utf-8")
-    return path
-
-
-def load_checkpoint(path, *, model, optimizer, scheduler, generator=None) -> dict:
-    """Load a checkpoint written by :func:`save_checkpoint` into the given objects (in place) and restore the
-    RNG states; returns the ``state`` dict (``step``, ``position``, ``history``, ``config``, ...)."""
-    path = Path(path)
-    if not (path / STATE_FILE).exists():
-        raise ValueError(
-            f"resume_from_checkpoint={str(path)!r} holds no {STATE_FILE}; pass a checkpoint-N directory."
-        )
-    from safetensors.torch import load_file
-
-    device = next(model.parameters()).device
-    weights = {}
-    for shard in sorted(path.glob("model*.safetensors")):  # one file, or shards of a large model
-        weights.update(load_file(shard, device=str(device)))
-    missing, unexpected = model.load_state_dict(weights, strict=False)
-    # save_pretrained drops tied weights (e.g. lm_head tied to the embeddings); only those may be missing
-    if unexpected or not _only_tied(model, missing):
-        raise ValueError(
-            f"checkpoint {str(path)!r} does not match the model: missing {missing}, unexpected {unexpected}."
-        )
-    saved = torch.load(path / OPTIM_FILE, weights_only=False, map_location=device)
-    optimizer.load_state_dict(saved["optimizer"])
-    scheduler.load_state_dict(saved["scheduler"])
-    state = json.loads((path / STATE_FILE).read_text(encoding="utf-8"))
-    set_rng_state(state.pop("rng"), generator)
-    return state
-
-
-def _only_tied(model, missing) -> bool:
-    """True when every missing key is a parameter that shares storage with a loaded one (tied weights)."""
-    params = dict(model.named_parameters(remove_duplicate=False))
-    loaded = {params[k].data_ptr() for k in params if k not in missing}
-    return all(k in params and params[k].data_ptr() in loaded for k in missing)
-
-
-def latest_checkpoint(output_dir) -> Path | None:
-    """The ``checkpoint-N`` directory with the largest N under ``output_dir`` (None if there is none)."""
-    found = [p for p in Path(output_dir).glob("checkpoint-*") if (p / STATE_FILE).exists()]
-    return max(found, key=lambda p: int(p.name.split("-")[-1])) if found else None

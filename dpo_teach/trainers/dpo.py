@@ -29,14 +29,18 @@ from pathlib import Path
 
 import torch
 
+from dpo_teach import _validate as V
 from dpo_teach import data as D
+from dpo_teach import distributed as DIST
 from dpo_teach.losses import get_loss
+from dpo_teach.prefix_sharing import FORWARD_MODES
 from dpo_teach.seed import seed_everything
+from dpo_teach.trainers import checkpoints as K
 from dpo_teach.trainers import common as C
 from dpo_teach.trainers.dpo_step import FILLED_IN, preference_step, reference_logps
 
 #: config fields that may differ between an interrupted run and its resumption
-_NOT_COMPARED = ("progress", "device", "output_dir", "save_steps")
+_NOT_COMPARED = ("progress", "device", "output_dir", "save_steps", "overwrite_output_dir")
 
 
 @dataclass
@@ -60,15 +64,19 @@ class DPOConfig:
     truncation_mode: str = "keep_end"
     precompute_ref_logps: bool = False
     allowed_token_ids: list | None = None
+    forward_mode: str = "auto"  # or "plain": logprobs.concatenated_forward, the full-logits path
     eval_steps: int | None = None
-    save_steps: int | None = None
-    output_dir: str | None = None
+    save_steps: int | None = None  # write output_dir/checkpoint-N every save_steps steps (needs output_dir)
+    output_dir: str | None = None  # the trained model is saved here; checked before training starts
+    overwrite_output_dir: bool = False  # True: replace another run's model and checkpoints in output_dir
     seed: int = 0
     device: str | None = None
     progress: bool = True
 
     def __post_init__(self):
         self.spec = get_loss(self.loss_type)
+        if self.forward_mode not in FORWARD_MODES:
+            raise ValueError(f"forward_mode={self.forward_mode!r} must be one of {FORWARD_MODES}.")
         C.check_positive("beta", self.beta)
         for name in ("epochs", "batch_size", "grad_accum"):
             C.check_positive(name, getattr(self, name), int)
@@ -80,6 +88,13 @@ class DPOConfig:
         for name in ("max_grad_norm", "eval_steps", "save_steps"):
             if getattr(self, name) is not None:
                 C.check_positive(name, getattr(self, name), int if name != "max_grad_norm" else (int, float))
+        if not isinstance(self.overwrite_output_dir, bool):
+            raise TypeError(f"overwrite_output_dir must be True or False, got {self.overwrite_output_dir!r}.")
+        if self.save_steps is not None and self.output_dir is None:
+            raise ValueError(
+                f"save_steps={self.save_steps} writes checkpoints into output_dir, but output_dir is None; "
+                "pass output_dir=... or drop save_steps."
+            )
         if self.label_smoothing and "label_smoothing" not in inspect.signature(self.spec.fn).parameters:
             raise ValueError(
                 f"label_smoothing applies to 'sigmoid' (cDPO) and 'robust', not {self.loss_type!r}."
@@ -129,17 +144,28 @@ class DPOTrainer:
             raise TypeError(f"config must be a DPOConfig, got {type(self.config).__name__}.")
         if not isinstance(model, torch.nn.Module) or not hasattr(model, "config"):
             raise TypeError(f"model must be a transformers causal LM, got {type(model).__name__}.")
+        V.check_trainer_inputs(
+            model, tokenizer, ref_model=ref_model, allowed_token_ids=self.config.allowed_token_ids
+        )
         cfg, spec = self.config, self.config.spec
         self.model, self.tokenizer, self.callback = model, tokenizer, callback
         self.train_data = self._prepare(train_rows)
         self.eval_data = self._prepare(eval_rows) if eval_rows is not None else None
+        if cfg.eval_steps is not None and self.eval_data is None:
+            raise ValueError(
+                f"eval_steps={cfg.eval_steps} evaluates on eval_rows, but no eval_rows were given; "
+                "pass eval_rows=... or drop eval_steps."
+            )
+        self.data_fingerprint = K.data_fingerprint(self.train_data.examples)
         collator = D.PreferenceCollator if spec.paired else D.KTOCollator
         self.collate = collator(tokenizer, cfg.allowed_token_ids)
         if not spec.needs_reference and ref_model is not None:
             warnings.warn(f"{cfg.loss_type!r} needs no reference model; ref_model is ignored.", stacklevel=2)
         self.ref_model = ref_model if spec.needs_reference else None
-        C.prepare_model(self.model, cfg.device, train=True)
+        C.prepare_model(self.model, DIST.local_device(cfg.device), train=True)
         self.device = next(self.model.parameters()).device
+        # under torchrun: the policy in DDP (rank 0's weights broadcast before the reference copy below)
+        self.policy = DIST.wrap(self.model) if DIST.init(self.device) else self.model
         if spec.needs_reference and self.ref_model is None and not cfg.precompute_ref_logps:
             self.ref_model = copy.deepcopy(self.model)
         if self.ref_model is not None:
@@ -166,7 +192,7 @@ class DPOTrainer:
 
     def compute_loss(self, batch: dict) -> tuple[torch.Tensor, dict]:
         """Mean loss over ``batch`` and per-example metrics (:func:`dpo_teach.trainers.dpo_step.preference_step`)."""
-        return preference_step(self.model, self.ref_model, batch, self.config)
+        return preference_step(self.policy, self.ref_model, batch, self.config)
 
     # ------------------------------------------------------------------ the loop
     def precompute_reference(self) -> None:
@@ -183,9 +209,9 @@ class DPOTrainer:
             for start in range(0, len(data), self.config.batch_size):
                 chunk = data.examples[start : start + self.config.batch_size]
                 batch = self._batch(data, range(start, start + len(chunk)))
-                for key, values in reference_logps(
-                    ref, batch, self.config.spec.paired, self.config.allowed_token_ids
-                ).items():
+                cfg = self.config
+                logps = reference_logps(ref, batch, cfg.spec.paired, cfg.allowed_token_ids, cfg.forward_mode)
+                for key, values in logps.items():
                     for example, value in zip(chunk, values.tolist(), strict=True):
                         example[key] = value
         ref.train(was_training)
@@ -195,21 +221,26 @@ class DPOTrainer:
         """Run the training; returns the metrics history (also in ``self.history``).
 
         ``resume_from_checkpoint``: a ``checkpoint-N`` directory written by this trainer (``save_steps``), or
-        True for the latest one under ``output_dir``; the run continues from its step and data position.
+        True for the latest intact one under ``output_dir``; the run continues from its step and data position.
+        Before any step, ``output_dir`` is checked (:func:`~dpo_teach.trainers.checkpoints.check_output_dir`)
+        and the checkpoint is verified and compared with this run's config and data.
         """
         cfg = self.config
+        out = self._check_output_dir(resume_from_checkpoint) if DIST.is_main() else None  # rank 0 writes
+        resume = self._find_resume(resume_from_checkpoint, out or cfg.output_dir and Path(cfg.output_dir))
         seed_everything(cfg.seed)
         if cfg.precompute_ref_logps and cfg.spec.needs_reference:
             self.precompute_reference()
         plan = C.micro_batches(len(self.train_data), cfg.batch_size, cfg.epochs, cfg.seed)
         total = -(-len(plan) // cfg.grad_accum)
+        DIST.check_micro_batches([len(idx) for _, idx in plan])
         optimizer = C.make_optimizer(self.model, cfg.lr, cfg.weight_decay)
         scheduler = C.warmup_scheduler(
             optimizer, cfg.warmup_steps, total, decay=cfg.lr_scheduler_type == "linear"
         )
         step, self.history = 0, []
-        if resume_from_checkpoint:
-            step = self._resume(resume_from_checkpoint, optimizer, scheduler)
+        if resume is not None:
+            step = self._resume(*resume, optimizer, scheduler)
         logger = C.MetricLogger(total, f"{cfg.loss_type} training", progress=cfg.progress, callback=self.callback,
                                 history=self.history, initial=step, show=("loss", "rewards/accuracies"))  # fmt: skip
         per_epoch = len(plan) / cfg.epochs
@@ -220,18 +251,18 @@ class DPOTrainer:
                 n = sum(len(idx) for _, idx in chunk)
                 sums: dict = {}
                 for _, idx in chunk:
+                    idx, share = DIST.local_slice(idx, n)  # this process's pairs (all without torchrun)
                     loss, metrics = self.compute_loss(self._batch(self.train_data, idx))
-                    (
-                        loss * (len(idx) / n)
-                    ).backward()  # so the step's gradient is that of the mean over n pairs
+                    (loss * share).backward()  # so the step's gradient is that of the mean over n pairs
                     C.accumulate_metrics(sums, {"loss": (loss.detach() * len(idx), len(idx)), **metrics})
                 lr = scheduler.get_last_lr()[0]
                 grad_norm = C.clip_and_step(self.model, optimizer, scheduler, cfg.max_grad_norm)
+                V.check_grad_norm(grad_norm, step + 1, cfg.beta)
                 step += 1
                 entry = {
                     "step": step,
                     "epoch": step * cfg.grad_accum / per_epoch,
-                    **C.mean_metrics(sums),
+                    **C.mean_metrics(DIST.sum_metrics(sums)),
                     "grad_norm": grad_norm,
                     "lr": lr,
                 }
@@ -242,15 +273,13 @@ class DPOTrainer:
                 ):
                     entry.update(self.evaluate())
                 logger.log(entry)
-                if cfg.save_steps and cfg.output_dir and step % cfg.save_steps == 0:
-                    self.save_checkpoint(
-                        Path(cfg.output_dir) / f"checkpoint-{step}", optimizer, scheduler, step
-                    )
+                if cfg.save_steps and step % cfg.save_steps == 0 and DIST.is_main():
+                    self.save_checkpoint(out / f"checkpoint-{step}", optimizer, scheduler, step)
         finally:
             logger.close()
         self.model.eval()
-        if cfg.output_dir:
-            self.save_pretrained(cfg.output_dir)
+        if out is not None and DIST.is_main():
+            self.save_pretrained(out)
         return self.history
 
     def _batch(self, data, idx) -> dict:
@@ -278,24 +307,56 @@ class DPOTrainer:
             "position": step * self.config.grad_accum,
             "history": self.history,
             "config": self._comparable(),
+            "data": self.data_fingerprint,
         }
-        return C.save_checkpoint(
+        return K.save_checkpoint(
             path, model=self.model, optimizer=optimizer, scheduler=scheduler, state=state
         )
 
-    def _resume(self, path, optimizer, scheduler) -> int:
-        if path is True:
-            path = C.latest_checkpoint(self.config.output_dir or ".")
-            if path is None:
-                raise ValueError(
-                    f"resume_from_checkpoint=True but output_dir={self.config.output_dir!r} holds no checkpoint-N."
-                )
-        state = C.load_checkpoint(path, model=self.model, optimizer=optimizer, scheduler=scheduler)
+    def _check_output_dir(self, resume_from_checkpoint) -> Path | None:
+        """``output_dir`` as a checked, writable ``Path`` (None without one), before anything trains."""
+        cfg = self.config
+        if resume_from_checkpoint is True and cfg.output_dir is None:
+            raise ValueError(
+                "resume_from_checkpoint=True resumes the latest checkpoint under output_dir, but output_dir is "
+                "None; pass output_dir=... or the path of a checkpoint-N folder."
+            )
+        if cfg.output_dir is None:
+            return None
+        # a run may write into a folder that holds checkpoints only when it continues one of them
+        into = resume_from_checkpoint is True or (
+            bool(resume_from_checkpoint)
+            and Path(resume_from_checkpoint).expanduser().resolve().parent
+            == Path(cfg.output_dir).expanduser().resolve()
+        )
+        return K.check_output_dir(cfg.output_dir, overwrite=cfg.overwrite_output_dir, resuming=into)
+
+    def _find_resume(self, resume_from_checkpoint, output_dir) -> tuple[Path, dict] | None:
+        """The checkpoint to resume, verified and compared with this run's config and data: ``(path, state)``,
+        or None for a fresh run."""
+        if not resume_from_checkpoint:
+            return None
+        if resume_from_checkpoint is True:
+            path, state = K.find_checkpoint(output_dir)
+        else:
+            path, state = Path(resume_from_checkpoint), K.read_checkpoint(resume_from_checkpoint)
         if state["config"] != self._comparable():
-            changed = sorted(k for k in state["config"] if state["config"][k] != self._comparable().get(k))
+            now = self._comparable()
+            changed = sorted(k for k in {*state["config"], *now} if state["config"].get(k) != now.get(k))
             raise ValueError(
                 f"the checkpoint was written with different settings {changed}; resume with the same config."
             )
+        if state["data"] != self.data_fingerprint:
+            raise ValueError(
+                f"checkpoint {str(path)!r} was trained on other data (the tokenised train_rows differ); resume "
+                "with the same train_rows, tokenizer and truncation settings, or start a new run."
+            )
+        return path, state
+
+    def _resume(self, path, state, optimizer, scheduler) -> int:
+        state = K.load_checkpoint(
+            path, model=self.model, optimizer=optimizer, scheduler=scheduler, state=state
+        )
         self.history[:] = state["history"]
         return state["step"]
 

@@ -4,7 +4,7 @@ Each *step* is one PPO iteration (Schulman et al., 2017; the RLHF recipe of Zieg
 
 1. **Rollouts.** Sample ``batch_size`` prompts x uniformly and a response y ~ π_θ(·|x) for each, from the
    world's policy when ``allowed_token_ids`` is given (the LM renormalised over the allowed tokens,
-   CONTRACTS.md). Score it: s = reward(x, y), a learned reward model or the world's true reward.
+   see :mod:`dpo_teach.logprobs`). Score it: s = reward(x, y), a learned reward model or the world's true reward.
 2. **Per-token rewards.** For response token t (state (x, y_<t), action y_t) with k_t = log π_old(y_t|·) −
    log π_ref(y_t|·), the KL-penalised reward is r_t = −β_KL k_t, plus s at the final token. Summed over t this
    is s − β_KL · log π_old(y|x)/π_ref(y|x): a one-sample estimate of the RLHF objective E[r] − β_KL KL(π‖π_ref).
@@ -33,6 +33,7 @@ from dataclasses import dataclass
 
 import torch
 
+from dpo_teach._validate import check_token_id, check_trainer_inputs, model_max_positions, model_vocab_size
 from dpo_teach.data import encode_prompt, pad_sequences
 from dpo_teach.device import autocast
 from dpo_teach.logprobs import per_token_logps, response_mask
@@ -167,12 +168,15 @@ def _forward(model, value_head, batch: dict, allowed_token_ids):
 
 
 @torch.no_grad()
-def _rollout(policy, ref_model, value_head, tokenizer, prompts, prompt_ids, reward_fn, cfg, generator):
-    """Sample, score and turn one batch of rollouts into advantages; returns a dict of ``[B, …]`` tensors."""
+def sample_and_score(policy, ref_model, value_head, tokenizer, ids, prompt_texts, reward_fn, cfg, seed):
+    """Sample one response per prompt in ``ids`` (token-id lists) from ``policy``, score it with ``reward_fn``
+    on ``prompt_texts``, and take the per-token log-probs under π_old (= ``policy`` now) and π_ref.
+
+    ``cfg`` supplies ``max_new_tokens``, ``stop_token_id``, ``allowed_token_ids``. Returns ``(batch, old_logps,
+    old_values, ref_logps, mask, scores)``: the padded batch, ``[B, T-1]`` tensors (``old_values`` None without
+    a ``value_head``; ``mask`` 1.0 on response tokens) and ``scores`` ``[B]``. Shared by PPO, RLOO and GRPO.
+    """
     device = next(policy.parameters()).device
-    which = torch.randint(len(prompts), (cfg.batch_size,), generator=generator).tolist()
-    seed = int(torch.randint(2**31 - 1, (1,), generator=generator))
-    ids = [prompt_ids[i] for i in which]
     completions, texts = sample_completions(
         policy,
         tokenizer,
@@ -187,7 +191,20 @@ def _rollout(policy, ref_model, value_head, tokenizer, prompts, prompt_ids, rewa
     old_logps, old_values = _forward(policy, value_head, batch, cfg.allowed_token_ids)
     ref_logps, _ = _forward(ref_model, None, batch, cfg.allowed_token_ids)
     mask = response_mask(batch["labels"]).float()
-    scores = call_reward(reward_fn, [prompts[i] for i in which], texts, device)
+    scores = call_reward(reward_fn, prompt_texts, texts, device)
+    return batch, old_logps, old_values, ref_logps, mask, scores
+
+
+@torch.no_grad()
+def _rollout(policy, ref_model, value_head, tokenizer, prompts, prompt_ids, reward_fn, cfg, generator):
+    """Sample, score and turn one batch of rollouts into advantages; returns a dict of ``[B, …]`` tensors."""
+    device = next(policy.parameters()).device
+    which = torch.randint(len(prompts), (cfg.batch_size,), generator=generator).tolist()
+    seed = int(torch.randint(2**31 - 1, (1,), generator=generator))
+    ids, texts = [prompt_ids[i] for i in which], [prompts[i] for i in which]
+    batch, old_logps, old_values, ref_logps, mask, scores = sample_and_score(
+        policy, ref_model, value_head, tokenizer, ids, texts, reward_fn, cfg, seed
+    )
     kl = (old_logps - ref_logps) * mask
     rewards = -cfg.kl_coef * kl
     last = mask.shape[1] - 1 - mask.flip(1).argmax(1)  # the final response token of each row
@@ -220,6 +237,27 @@ def _update(policy, value_head, mb: dict, cfg: PPOConfig) -> dict:
     return {"loss/policy": pg_loss.detach(), "loss/value": vf_loss.detach(), **pg_stats, **vf_stats}
 
 
+def _check_inputs(policy, tokenizer, ref_model, prompts, cfg: PPOConfig) -> None:
+    """Model, tokenizer, reference, alphabet, stop token and lengths, checked before any rollout."""
+    check_trainer_inputs(policy, tokenizer, ref_model=ref_model, allowed_token_ids=cfg.allowed_token_ids)
+    vocab = model_vocab_size(policy)
+    if cfg.stop_token_id is not None:
+        check_token_id("stop_token_id", cfg.stop_token_id, vocab)
+    elif tokenizer.eos_token_id is None:
+        raise ValueError(
+            "stop_token_id is None and the tokenizer has no eos_token, so no response could end; pass "
+            "stop_token_id=tokenizer.convert_tokens_to_ids(word) or set tokenizer.eos_token."
+        )
+    limit = model_max_positions(policy)
+    longest = max(len(encode_prompt(tokenizer, p)) for p in prompts)
+    if limit is not None and longest + cfg.max_new_tokens > limit:
+        raise ValueError(
+            f"the longest prompt has {longest} tokens and max_new_tokens={cfg.max_new_tokens}, but the model has "
+            f"only {limit} positions; "
+            + (f"pass max_new_tokens≤{limit - longest}." if longest < limit else "shorten the prompts.")
+        )
+
+
 def train_ppo(policy, tokenizer, prompts, reward, config=None, *, ref_model=None, callback=None, **overrides):
     """Train ``policy`` (a causal LM, in place) by PPO to maximise E[reward] − β_KL KL(π_θ ‖ π_ref).
 
@@ -238,6 +276,7 @@ def train_ppo(policy, tokenizer, prompts, reward, config=None, *, ref_model=None
         raise TypeError(f"config must be a PPOConfig, got {type(cfg).__name__}.")
     if isinstance(prompts, str) or not prompts or not all(isinstance(p, str) for p in prompts):
         raise TypeError("prompts must be a non-empty list of strings (e.g. world.prompts).")
+    _check_inputs(policy, tokenizer, ref_model, prompts, cfg)
     reward_fn = as_reward_fn(reward, tokenizer)
     generator = seed_everything(cfg.seed)
     ref_model = copy.deepcopy(policy) if ref_model is None else ref_model
@@ -276,4 +315,12 @@ def train_ppo(policy, tokenizer, prompts, reward, config=None, *, ref_model=None
     return logger.history
 
 
-__all__ = ["PPOConfig", "clipped_policy_loss", "clipped_value_loss", "gae", "train_ppo", "whiten"]
+__all__ = [
+    "PPOConfig",
+    "clipped_policy_loss",
+    "clipped_value_loss",
+    "gae",
+    "sample_and_score",
+    "train_ppo",
+    "whiten",
+]

@@ -22,12 +22,14 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from dpo_teach._validate import check_tokenizer, check_trainer_inputs
 from dpo_teach.data import (
     PreferenceCollator,
     encode_completion,
     encode_prompt,
     load_preference_rows,
     pad_sequences,
+    pad_token_id,
     tokenize_preference,
 )
 from dpo_teach.device import autocast
@@ -84,15 +86,17 @@ class RewardModel(torch.nn.Module):
     ) -> torch.Tensor:
         """r_φ(x, y) for each (prompt, response) pair, float32 ``[B]`` on the CPU, tokenised exactly as in
         training (prompt with BOS, response + EOS). Usable as the ``reward`` of :func:`~dpo_teach.trainers.ppo.train_ppo`."""
+        check_tokenizer(tokenizer)
         if len(prompts) != len(responses):
             raise ValueError(
                 f"got {len(prompts)} prompts but {len(responses)} responses; pass one per prompt."
             )
+        pad_id = pad_token_id(tokenizer)  # no pad token (GPT-2): EOS, as in training; padding is masked
         out = []
         for i in range(0, len(prompts), batch_size):
             p = [encode_prompt(tokenizer, x) for x in prompts[i : i + batch_size]]
             c = [encode_completion(tokenizer, y) for y in responses[i : i + batch_size]]
-            batch = pad_sequences(p, c, tokenizer.pad_token_id)
+            batch = pad_sequences(p, c, pad_id)
             out.append(self(batch["input_ids"], batch["attention_mask"]).cpu())
         return torch.cat(out) if out else torch.zeros(0)
 
@@ -184,6 +188,7 @@ def train_reward_model(
     cfg = config if config is not None else RewardConfig(**overrides)
     if not isinstance(cfg, RewardConfig):
         raise TypeError(f"config must be a RewardConfig, got {type(cfg).__name__}.")
+    check_trainer_inputs(reward_model.lm, tokenizer)
     seed_everything(cfg.seed)
     data = tokenize_preference(load_preference_rows(rows), tokenizer, max_length=cfg.max_length)
     check_fits(reward_model.lm, data, cfg.max_length)

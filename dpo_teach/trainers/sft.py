@@ -5,13 +5,14 @@ The loss is the mean negative log-likelihood per completion token (prompt and pa
     L_SFT(θ) = − Σ_b Σ_t log π_θ(y_{b,t} | x_b, y_{b,<t}) / (number of completion tokens in the batch),
 
 where, in a world with ``allowed_token_ids``, π_θ is the LM's next-token distribution renormalised over the
-allowed tokens (CONTRACTS: the world's policy). Log-probs come from :func:`dpo_teach.logprobs.forward_logps`.
+allowed tokens (the world's policy, :mod:`dpo_teach.logprobs`). Log-probs come from :func:`dpo_teach.logprobs.forward_logps`.
 """
 
 from __future__ import annotations
 
 import torch
 
+from dpo_teach._validate import check_trainer_inputs
 from dpo_teach.data import SFTCollator, load_sft_rows, tokenize_sft
 from dpo_teach.logprobs import forward_logps, response_lengths
 from dpo_teach.seed import seed_everything
@@ -65,6 +66,7 @@ def train_sft(
     if max_grad_norm is not None:
         check_positive("max_grad_norm", max_grad_norm)
     seed_everything(seed)
+    check_trainer_inputs(model, tokenizer, allowed_token_ids=allowed_token_ids)
     data = tokenize_sft(load_sft_rows(rows), tokenizer, max_length=max_length)
     check_fits(model, data, max_length)
     model = prepare_model(model, device, train=True)

@@ -38,7 +38,7 @@ class BanditWorld:
 
     Args:
         n_responses: K ≥ 2. The first 16 get readable names (``RESPONSE_NAMES``), later ones ``"response 16"``, ...
-        n_prompts: X ≥ 1. Prompts are ``"prompt 0:"``, ...; a completion is ``" " + name`` (CONTRACTS.md).
+        n_prompts: X ≥ 1. Prompts are ``"prompt 0:"``, ...; a completion is ``" " + name`` (prompt + completion is the text).
         seed: draws π_ref = softmax(N(0, 1) logits) and r ~ N(0, reward_scale²) unless given explicitly.
         rewards, ref_logps: optional ``[X, K]`` tensors (or ``[K]`` for one prompt) to set the world by hand;
             ``ref_logps`` are normalised over responses (log_softmax) so any logits work.

@@ -3,7 +3,7 @@
 A *world* is where the truth is known. It owns
 
 * ``prompts`` (strings ending on a word boundary; completions start with a space, so ``prompt + completion``
-  is the full text), a ``tokenizer`` and ``allowed_token_ids`` (the world's alphabet, or None; CONTRACTS.md);
+  is the full text), a ``tokenizer`` and ``allowed_token_ids`` (the world's alphabet, or None; see *the world's policy* in :mod:`dpo_teach.logprobs`);
 * ``true_reward(prompt, response)`` — the reward r(x, y) that preferences are generated from;
 * ``sft_rows(n, seed)`` — demonstrations (``prompt``/``completion`` rows) to train π_ref by SFT;
 * ``preference_pairs(policy, n, seed)`` — two responses sampled from ``policy`` for a prompt drawn uniformly,

@@ -2,13 +2,13 @@
 
 Prompts ``"p0 :" … "p7 :"``; a response is ``length`` words from an alphabet of ``alphabet_size`` letters
 (``" c a f"``), so a prompt has ``alphabet_size ** length`` responses (8³ = 512 by default). The policy of a
-language model in this world is its next-token distribution renormalised over the alphabet (CONTRACTS.md), so
+language model in this world is its next-token distribution renormalised over the alphabet (:mod:`dpo_teach.logprobs`), so
 the probabilities of the enumerated responses sum to exactly 1 for any model, trained or not.
 
 **Variable length** (``variable_length=True``): a response is 0…L words; a shorter one ends with the stop word
 ``"."`` (``" c a ."``; the empty response is ``" ."``), a full-length one ends there (``" c a f"``). The
 alphabet then includes ``"."``. After L words nothing is scored: the EOS that :mod:`dpo_teach.data` appends to
-every completion lies outside the alphabet and is labelled -100 — the forced end of CONTRACTS.md. A separate
+every completion lies outside the alphabet and is labelled -100 — a forced end that no policy chooses. A separate
 stop word (rather than EOS) keeps the forced end unscored without the data pipeline knowing L, and lets the
 policy stop even before the first word, which is why the empty response is enumerated. Σ_y π(y|x) = 1 again.
 
@@ -209,20 +209,31 @@ class SequenceWorld(World):
           the true reward r over all P·N (prompt, response) pairs, each *centred per prompt* (over the N
           responses, uniformly) and then pooled. Centring removes the per-prompt constant β log Z(x) by which
           r̂ may differ from r (Theorem 1 of the paper), so the correlation is exactly 1 at π_θ = π*_β.
+          Responses to which π_θ or π_ref gives probability 0 (log-prob −inf, e.g. the empty response of the
+          variable-length world) have no implicit reward and are left out of it; KL(π_θ ‖ π_ref) is +inf when
+          π_θ puts mass where π_ref has none.
         """
         logps = self._policy_table(model)
         ref_logps = self._table("ref_logps", ref_logps)
         optimal = self.optimal_policy(beta, ref_logps)
-        implicit = theory.implicit_reward(logps, ref_logps, beta).double()
-        a = implicit - implicit.mean(-1, keepdim=True)
-        b = self.reward_table.double() - self.reward_table.double().mean(-1, keepdim=True)
-        corr = (a * b).sum() / ((a * a).sum() * (b * b).sum()).sqrt()
+        corr = self._centred_correlation(logps, ref_logps, beta)
         return {
             "kl_to_optimal": float(theory.kl_divergence(logps, optimal).mean()),
             "kl_to_ref": float(theory.kl_divergence(logps, ref_logps).mean()),
             "expected_reward": float(theory.expected_reward(logps, self.reward_table).mean()),
             "implicit_reward_corr": float(corr),
         }
+
+    def _centred_correlation(self, logps, ref_logps, beta) -> torch.Tensor:
+        """Pearson correlation of r̂ = β log π_θ/π_ref with r over the entries where both log-probs are finite,
+        each centred per prompt over those entries (see :meth:`evaluate`)."""
+        scored = torch.isfinite(logps) & torch.isfinite(ref_logps)  # [P, N]
+        count = scored.sum(-1, keepdim=True).clamp(min=1).double()
+        implicit = torch.where(scored, beta * (logps.double() - ref_logps.double()), 0.0)
+        reward = torch.where(scored, self.reward_table.double(), 0.0)
+        a = torch.where(scored, implicit - implicit.sum(-1, keepdim=True) / count, 0.0)
+        b = torch.where(scored, reward - reward.sum(-1, keepdim=True) / count, 0.0)
+        return (a * b).sum() / ((a * a).sum() * (b * b).sum()).sqrt()
 
     def _table(self, name: str, table) -> torch.Tensor:
         shape = (self.n_prompts, len(self.responses))
