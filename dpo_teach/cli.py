@@ -59,12 +59,14 @@ def _reference(args):
 
 def cmd_sft(args) -> int:
     from dpo_teach.data import read_rows
+    from dpo_teach.distributed import is_main
     from dpo_teach.trainers.checkpoints import check_output_dir
     from dpo_teach.trainers.sft import train_sft
 
     rows = read_rows(args.data) if args.data else None  # a bad file fails before the model loads
-    if args.out:  # a file, an unwritable folder or another run's model: refused before any training
-        check_output_dir(args.out, overwrite=args.overwrite)
+    out = args.out if is_main() else None  # under torchrun only rank 0 writes
+    if out:  # a file, an unwritable folder or another run's model: refused before any training
+        check_output_dir(out, overwrite=args.overwrite)
     model, tokenizer, world = _reference(args)
     if args.data is None:  # --world: the cached π_ref is the SFT result
         print(f"π_ref of the {world.name} world (SFT on {world.sft_config['n_rows']} demonstrations, cached)")
@@ -73,10 +75,10 @@ def cmd_sft(args) -> int:
                             warmup_steps=args.warmup_steps, max_length=args.max_length, seed=args.seed,
                             progress=not args.quiet)  # fmt: skip
         print(f"SFT: {len(history)} steps, loss {history[0]['loss']:.4f} → {history[-1]['loss']:.4f}")
-    if args.out:
-        model.save_pretrained(args.out)
-        tokenizer.save_pretrained(args.out)
-        print(f"saved to {args.out}")
+    if out:
+        model.save_pretrained(out)
+        tokenizer.save_pretrained(out)
+        print(f"saved to {out}")
     return 0
 
 

@@ -6,6 +6,9 @@ Three row formats, as TRL reads them (a ``datasets.Dataset`` in these formats lo
 * KTO (unpaired): ``prompt``, ``completion`` (strings), ``label`` (bool: desirable or not);
 * SFT: ``prompt``, ``completion`` (strings).
 
+Each text field may instead be a list of ``{"role", "content"}`` messages (TRL's conversational format, the
+whole row alike); such rows are tokenised through the tokenizer's chat template as TRL does (:mod:`dpo_teach.chat`).
+
 The text of a full sequence is ``prompt + completion``. Each completion gets the tokenizer's EOS appended once.
 An empty prompt is encoded as the tokenizer's BOS (else EOS), so that the first response token is scored
 (:func:`encode_prompt`). Files are ``.json`` (one list) or ``.jsonl`` (one object a line), UTF-8; a validation
@@ -37,6 +40,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+
+from dpo_teach import chat
 
 FIELDS = {
     "preference": ("prompt", "chosen", "rejected"),
@@ -186,14 +191,12 @@ def _is_json_lines(text: str) -> bool:
         return False
 
 
-def _is_conversation(value) -> bool:
-    return isinstance(value, (list, tuple)) and any(isinstance(m, dict) and "role" in m for m in value)
-
-
 def _validate_row(i: int, row, kind: str, where: str | None = None) -> dict:
     at = f"row {i}" if where is None else f"row {i} ({where})"
     if not isinstance(row, dict):
         raise TypeError(f"{at} must be a dict with fields {FIELDS[kind]}, got {type(row).__name__}.")
+    if "prompt" not in row and "rejected" in row and chat.is_conversation(row.get("chosen")):
+        row = chat.extract_prompt(row, at)  # TRL's implicit prompt: the messages chosen and rejected share
     for name in FIELDS[kind]:
         if name not in row:
             raise ValueError(f"{at} is missing field {name!r}; {kind} rows need {FIELDS[kind]}.")
@@ -203,11 +206,9 @@ def _validate_row(i: int, row, kind: str, where: str | None = None) -> dict:
             if not isinstance(value, bool):
                 raise TypeError(f"{at}, field 'label' must be a bool (True = desirable), got {value!r}.")
             continue
-        if _is_conversation(value):
-            raise TypeError(
-                f"{at}, field {name!r} is a list of messages (TRL's conversational format); turn such rows into "
-                "prompt/chosen/rejected strings first with dpo_teach.hub.preference_rows(rows)."
-            )
+        if chat.is_conversation(row["prompt"]):  # TRL's conversational row: every text field is messages
+            chat.check_messages(at, name, value)
+            continue
         if not isinstance(value, str):
             raise TypeError(f"{at}, field {name!r} must be a str, got {type(value).__name__}.")
         if name != "prompt" and not value.strip():
@@ -310,8 +311,14 @@ def _tokenize(rows, tokenizer, completion_fields, max_length, max_prompt_length,
     bos_id = getattr(tokenizer, "bos_token_id", None)
     out = Tokenized()
     for row in rows:
-        prompt_ids = encode_prompt(tokenizer, row["prompt"])
-        comps = {f: encode_completion(tokenizer, row[f]) for f in completion_fields}
+        if chat.is_conversation(row["prompt"]):
+            prompt_ids, ids = chat.encode_conversation(
+                tokenizer, row["prompt"], [row[f] for f in completion_fields]
+            )
+            comps = dict(zip(completion_fields, ids, strict=True))
+        else:
+            prompt_ids = encode_prompt(tokenizer, row["prompt"])
+            comps = {f: encode_completion(tokenizer, row[f]) for f in completion_fields}
         longest = max(len(c) for c in comps.values())
         if max_length is not None and len(prompt_ids) + longest > max_length:
             cut = _truncate_prompt(prompt_ids, max_prompt_length, truncation_mode, bos_id)

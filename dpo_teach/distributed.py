@@ -8,7 +8,12 @@ same gradient, hence the same weights after every optimizer step, as one process
 Communication is DDP's (gloo on CPU, NCCL on CUDA); metrics are summed over ranks with ``all_reduce``.
 Only rank 0 writes checkpoints and the final model.
 
+SFT (:func:`dpo_teach.trainers.sft.train_sft`) averages over completion tokens, not pairs: each rank divides its
+summed NLL by the global token count N (an ``all_reduce`` of the ranks' counts) and multiplies by W, so DDP's
+average is again the single-process gradient of the mean over the global batch's N tokens.
+
     torchrun --nproc_per_node=2 -m dpo_teach dpo ...      # 2 processes on one machine (CPU: gloo)
+    torchrun --nproc_per_node=2 -m dpo_teach sft ...      # the same for SFT
 
 Without ``torchrun`` (no ``WORLD_SIZE`` > 1 in the environment) every function here is a no-op.
 """
@@ -103,21 +108,29 @@ def local_slice(indices: list, total: int) -> tuple[list, float]:
     return share, world_size() * len(share) / total
 
 
+def all_sum(values: list[float]) -> list[float]:
+    """``values`` summed element-wise over the ranks (float64 ``all_reduce``); unchanged without torchrun."""
+    if world_size() < 2:
+        return list(values)
+    device = "cuda" if dist.get_backend() == "nccl" else "cpu"
+    flat = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(flat)
+    return flat.tolist()
+
+
 def sum_metrics(sums: dict) -> dict:
     """Metric ``[sum, count]`` totals (:func:`dpo_teach.trainers.common.accumulate_metrics`) summed over ranks."""
     if world_size() < 2 or not sums:
         return sums
     keys = sorted(sums)
-    device = "cuda" if dist.get_backend() == "nccl" else "cpu"
-    flat = torch.tensor([v for k in keys for v in sums[k]], dtype=torch.float64, device=device)
-    dist.all_reduce(flat)
-    return {k: flat[2 * i : 2 * i + 2].tolist() for i, k in enumerate(keys)}
+    flat = all_sum([v for k in keys for v in sums[k]])
+    return {k: flat[2 * i : 2 * i + 2] for i, k in enumerate(keys)}
 
 
-def check_micro_batches(sizes) -> None:
-    """``ValueError`` unless every micro-batch (``sizes``: their numbers of pairs) gives each rank a pair."""
+def check_micro_batches(sizes, unit: str = "pairs") -> None:
+    """``ValueError`` unless every micro-batch (``sizes``: their numbers of ``unit``) gives each rank one."""
     if world_size() > 1 and min(sizes) < world_size():
         raise ValueError(
-            f"a micro-batch of {min(sizes)} pairs cannot be split over {world_size()} processes; use batch_size ≥ "
+            f"a micro-batch of {min(sizes)} {unit} cannot be split over {world_size()} processes; use batch_size ≥ "
             f"{world_size()} and a number of train rows whose last batch is not smaller (or fewer processes)."
         )

@@ -11,7 +11,8 @@ model of a real architecture, and a guard that proves no network was used.
   (:func:`split_dialogue_pair`) — *not* simply their longest common prefix, which would cut into the answers
   whenever they begin with the same words;
 * *conversational* (trl-lib/ultrafeedback_binarized) — ``chosen``/``rejected`` (and optionally ``prompt``) are
-  lists of ``{"role", "content"}`` messages; they are rendered as raw dialogue (:func:`render_messages`) and split.
+  lists of ``{"role", "content"}`` messages; they are rendered with the tokenizer's chat template when
+  :func:`preference_rows` is given one, else as raw dialogue (:func:`render_messages`) and split.
 
 **Stand-ins for downloads** (the book runs offline): :func:`train_bpe_tokenizer` trains a byte-level BPE — the
 format of GPT-2's tokenizer — on the dataset's own text in well under a second; :func:`save_tiny_causal_lm`
@@ -28,6 +29,8 @@ import warnings
 from pathlib import Path
 
 import torch
+
+from dpo_teach import chat
 
 HUMAN, ASSISTANT = "\n\nHuman:", "\n\nAssistant:"
 EOT = "<|endoftext|>"  # GPT-2's one special token: BOS, EOS and unknown at once
@@ -80,7 +83,7 @@ def render_messages(messages) -> str:
     return "".join(parts)
 
 
-def _convert(row) -> dict:
+def _convert(row, tokenizer=None) -> dict:
     if not isinstance(row, dict) or "chosen" not in row or "rejected" not in row:
         raise ValueError(
             "a preference row needs 'chosen' and 'rejected' (and, in the standard format, 'prompt')."
@@ -92,6 +95,8 @@ def _convert(row) -> dict:
         return split_dialogue_pair(chosen, rejected)
     if isinstance(chosen, (list, tuple)) and isinstance(rejected, (list, tuple)):
         head = list(prompt) if isinstance(prompt, (list, tuple)) else []
+        if tokenizer is not None:
+            return _apply_template(head, list(chosen), list(rejected), tokenizer)
         return split_dialogue_pair(
             render_messages(head + list(chosen)), render_messages(head + list(rejected))
         )
@@ -101,16 +106,35 @@ def _convert(row) -> dict:
     )
 
 
-def preference_rows(dataset, *, skip_invalid: bool = False) -> list[dict]:
+def _apply_template(head, chosen, rejected, tokenizer) -> dict:
+    """Conversational pair → strings through ``tokenizer``'s chat template (an implicit prompt is extracted)."""
+    row = {"prompt": head, "chosen": chosen, "rejected": rejected}
+    if not head:
+        row = chat.extract_prompt(row)
+    for name, messages in row.items():
+        chat.check_messages("the row", name, messages)
+    return chat.apply_template(row, tokenizer)
+
+
+def preference_rows(dataset, *, skip_invalid: bool = False, tokenizer=None) -> list[dict]:
     """Rows of any of the three Hub shapes (a ``datasets.Dataset`` or a list of dicts) → standard string rows.
+
+    ``tokenizer``: when given, conversational rows are rendered with its chat template exactly as TRL's
+    ``apply_chat_template`` renders them (:func:`dpo_teach.chat.apply_template`), so the strings are what the model
+    was trained to read; without it they are rendered as raw ``"\\n\\nHuman: …"`` dialogue
+    (:func:`render_messages`). A tokenizer without a chat template raises ``ValueError``. String rows are the same
+    either way. (To train on conversational rows, pass them to the trainers directly: they tokenise them through
+    the template, see :mod:`dpo_teach.chat`.)
 
     ``skip_invalid=True`` drops rows that cannot be split (e.g. an empty last answer, which a few hh-rlhf rows
     have) with one warning giving the count; by default such a row raises ``ValueError`` naming its index.
     """
+    if tokenizer is not None:
+        chat.require_chat_template(tokenizer)
     out, skipped = [], 0
     for i in range(len(dataset)):
         try:
-            out.append(_convert(dataset[i]))
+            out.append(_convert(dataset[i], tokenizer))
         except (ValueError, TypeError) as err:
             if not skip_invalid:
                 raise type(err)(f"row {i}: {err} (pass skip_invalid=True to drop such rows)") from None

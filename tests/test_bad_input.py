@@ -106,9 +106,9 @@ CASES = [
      r"field 'rejected' is empty", r"at least one token"),
     ("kto label not bool", lambda c: D.load_kto_rows([{"prompt": "q", "completion": "a", "label": 1}]),
      TypeError, r"field 'label'", r"bool \(True = desirable\)"),
-    ("conversational rows", lambda c: D.load_preference_rows(
-        [{"prompt": MESSAGES[:1], "chosen": MESSAGES[1:], "rejected": MESSAGES[1:]}]), TypeError,
-     r"field 'prompt' is a list of messages", r"dpo_teach\.hub\.preference_rows"),
+    ("conversational rows, no chat template", lambda c: D.tokenize_preference(D.load_preference_rows(
+        [{"prompt": MESSAGES[:1], "chosen": MESSAGES[1:], "rejected": [{**MESSAGES[1], "content": "bye"}]}]),
+        c.tok), ValueError, r"conversational .* no chat_template", r"set tokenizer\.chat_template"),
     ("source type", lambda c: D.load_preference_rows(42), TypeError, r"rows must be",
      r"\.json/\.jsonl path or a datasets\.Dataset"),
     ("missing file", lambda c: D.load_preference_rows(c.tmp / "nope.jsonl"), ValueError, r"nope\.jsonl",

@@ -87,7 +87,7 @@ def test_loss_with_separate_reference_matches_the_formula_on_a_trained_policy(to
     assert h["rewards/rejected"] == pytest.approx(rl.mean().item(), rel=1e-4, abs=1e-6)
     assert h["rewards/margins"] == pytest.approx((rw - rl).mean().item(), rel=1e-4, abs=1e-6)
     assert h["rewards/accuracies"] == pytest.approx((rw > rl).float().mean().item())
-    assert set(h) >= {"logits/chosen", "logits/rejected", "grad_norm", "lr", "epoch", "step"}
+    assert set(h) >= {"logits/chosen", "logits/rejected", "grad_norm", "learning_rate", "lr", "epoch", "step"}
 
 
 @pytest.mark.parametrize("name", sorted(LOSSES))

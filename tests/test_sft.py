@@ -8,7 +8,8 @@ import torch
 import torch.nn.functional as F
 from trainer_fixtures import tiny_model, word_tokenizer
 
-from dpo_teach.trainers import train_sft
+from dpo_teach.data import SFTCollator, load_sft_rows, tokenize_sft
+from dpo_teach.trainers import sft_loss, train_sft
 
 ROWS = [{"prompt": "q :", "completion": " good film"}, {"prompt": "q a :", "completion": " bad film was"}] * 8
 
@@ -40,6 +41,23 @@ def test_first_step_loss_is_mean_completion_token_cross_entropy(tok):
     history = train_sft(model, tok, ROWS, batch_size=len(ROWS), epochs=1, progress=False)
     assert history[0]["loss"] == pytest.approx(total / count, rel=1e-5)
     assert history[0]["num_tokens"] == count
+
+
+def test_sft_loss_divides_the_summed_nll_by_n_total(tok):
+    # what each data-parallel rank computes: its slice's NLL sum over the global batch's token count
+    model = tiny_model(tok).eval()
+    data = tokenize_sft(load_sft_rows(ROWS[:3]), tok)
+    batch = SFTCollator(tok)([data[i] for i in range(3)])
+    with torch.no_grad():
+        mean, n = sft_loss(model, batch)
+        share, n_again = sft_loss(model, batch, n_total=100)
+        # independent: one padded forward, cross-entropy of the next token at the labelled positions, summed
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1]
+        targets = batch["labels"][:, 1:]
+        nll = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=-100, reduction="sum")
+    assert n == n_again == int((targets != -100).sum())
+    assert float(mean) == pytest.approx(float(nll) / n, rel=1e-5)
+    assert float(share) == pytest.approx(float(nll) / 100, rel=1e-5)
 
 
 def test_restricted_policy_loss_renormalises_over_allowed_tokens(tok):

@@ -12,17 +12,25 @@ A step, for a batch of preference pairs (x, y_w, y_l):
 
 Metrics use TRL's names: ``loss``, ``rewards/chosen`` = β (log π_θ(y_w|x) − log π_ref(y_w|x)) (mean),
 ``rewards/rejected``, ``rewards/margins``, ``rewards/accuracies``, ``logps/chosen``, ``logps/rejected``,
-``logits/chosen``, ``logits/rejected``, plus ``grad_norm``, ``lr``, ``epoch``, ``step``; evaluation adds the
-same names prefixed ``eval_``. KTO (unpaired) logs the rewards and log-probs of its desirable ("chosen") and
+``logits/chosen``, ``logits/rejected``, plus ``grad_norm``, ``learning_rate`` (also as ``lr``), ``epoch``,
+``step``; evaluation adds the same names prefixed ``eval_``. KTO (unpaired) logs the rewards and log-probs of its desirable ("chosen") and
 undesirable ("rejected") completions and ``kl``, its reference point. The loop pieces shared with the other
 trainers (batches, warm-up, logging, checkpoints) are in :mod:`dpo_teach.trainers.common`.
+
+TRL's configuration carries over: :meth:`DPOConfig.from_trl` converts a ``trl.DPOConfig`` (the trainer also
+accepts one as ``config=``), TRL's field names (``learning_rate``, ``num_train_epochs``, …, :data:`TRL_NAMES`)
+are accepted wherever a :class:`DPOConfig` is built, and ``transformers.HfArgumentParser(DPOConfig)`` parses
+command lines (with TRL's flag names too).
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import inspect
+import json
+import sys
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,19 +50,66 @@ from dpo_teach.trainers.dpo_step import FILLED_IN, preference_step, reference_lo
 #: config fields that may differ between an interrupted run and its resumption
 _NOT_COMPARED = ("progress", "device", "output_dir", "save_steps", "overwrite_output_dir")
 
+#: TRL's name of a field → ours; either name is accepted as a keyword (the other fields share TRL's names)
+TRL_NAMES = {
+    "learning_rate": "lr",
+    "num_train_epochs": "epochs",
+    "per_device_train_batch_size": "batch_size",
+    "gradient_accumulation_steps": "grad_accum",
+    "precompute_ref_log_probs": "precompute_ref_logps",
+}
 
+
+def _aliased(name: str, default=None, **kw):
+    """A field that ``HfArgumentParser`` also reads under TRL's flag name (``--learning_rate`` for ``lr``)."""
+    trl_name = {ours: theirs for theirs, ours in TRL_NAMES.items()}[name]
+    return field(default=default, metadata={"aliases": [f"--{trl_name}"]}, **kw)
+
+
+def _resolve_trl_names(kw: dict) -> dict:
+    """``kw`` with TRL's field names replaced by ours; giving both names of one field is an error."""
+    out = dict(kw)
+    for theirs, ours in TRL_NAMES.items():
+        if theirs in out:
+            if ours in out:
+                raise TypeError(
+                    f"{ours}={out[ours]!r} and {theirs}={out[theirs]!r} name the same DPOConfig field (TRL calls "
+                    f"{ours!r} {theirs!r}); pass only one of them."
+                )
+            out[ours] = out.pop(theirs)
+    return out
+
+
+def _accepts_trl_names(cls):
+    """Let ``cls(...)`` (a dataclass) take TRL's field names as keyword aliases of its own."""
+    init = cls.__init__
+
+    @functools.wraps(init)
+    def __init__(self, *args, **kw):
+        init(self, *args, **_resolve_trl_names(kw))
+
+    cls.__init__ = __init__
+    return cls
+
+
+@_accepts_trl_names
 @dataclass
 class DPOConfig:
-    """Everything a DPO run depends on. ``loss_type`` is a registry name ("sigmoid" is the paper's DPO)."""
+    """Everything a DPO run depends on. ``loss_type`` is a registry name ("sigmoid" is the paper's DPO).
+
+    TRL's names (:data:`TRL_NAMES`, e.g. ``learning_rate`` for ``lr``) are accepted as keywords too;
+    :meth:`from_trl` converts a whole ``trl.DPOConfig``.
+    """
 
     loss_type: str = "sigmoid"
     beta: float = 0.1
     label_smoothing: float = 0.0
-    loss_kwargs: dict = field(default_factory=dict)  # e.g. {"gamma": 1.0} for simpo
-    lr: float = 1e-4
-    epochs: int = 1
-    batch_size: int = 32
-    grad_accum: int = 1
+    # a dict, e.g. {"gamma": 1.0} for simpo; a JSON string (from a command line) is parsed, None means {}
+    loss_kwargs: dict | str | None = field(default_factory=dict)
+    lr: float = _aliased("lr", 1e-4)
+    epochs: int = _aliased("epochs", 1)
+    batch_size: int = _aliased("batch_size", 32)
+    grad_accum: int = _aliased("grad_accum", 1)
     max_grad_norm: float | None = 1.0
     warmup_steps: int = 0
     lr_scheduler_type: str = "constant"  # after warm-up: "constant" (the DPO paper) or "linear" decay to 0
@@ -62,8 +117,8 @@ class DPOConfig:
     max_length: int | None = None
     max_prompt_length: int | None = None
     truncation_mode: str = "keep_end"
-    precompute_ref_logps: bool = False
-    allowed_token_ids: list | None = None
+    precompute_ref_logps: bool = _aliased("precompute_ref_logps", False)
+    allowed_token_ids: list[int] | None = None
     forward_mode: str = "auto"  # or "plain": logprobs.concatenated_forward, the full-logits path
     eval_steps: int | None = None
     save_steps: int | None = None  # write output_dir/checkpoint-N every save_steps steps (needs output_dir)
@@ -99,6 +154,7 @@ class DPOConfig:
             raise ValueError(
                 f"label_smoothing applies to 'sigmoid' (cDPO) and 'robust', not {self.loss_type!r}."
             )
+        self.loss_kwargs = _parse_loss_kwargs(self.loss_kwargs)
         if not isinstance(self.loss_kwargs, dict):
             raise TypeError(f"loss_kwargs must be a dict, got {type(self.loss_kwargs).__name__}.")
         accepted = set(inspect.signature(self.spec.fn).parameters) - FILLED_IN
@@ -112,6 +168,151 @@ class DPOConfig:
 
     def to_dict(self) -> dict:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+    @classmethod
+    def from_trl(cls, trl_config) -> DPOConfig:
+        """The :class:`DPOConfig` of a ``trl.DPOConfig``: TRL's values (its defaults included, e.g.
+        ``learning_rate=1e-6``, ``num_train_epochs=3``) under our names.
+
+        A TRL field with no counterpart here that is not at TRL's default raises a ``ValueError`` naming it —
+        training on without it would give another model than TRL would — unless it only concerns logging,
+        reporting or data loading (:data:`_TRL_BOOKKEEPING`), which is ignored with a warning.
+        """
+        trl = _import_trl()
+        if not isinstance(trl_config, trl.DPOConfig):
+            raise TypeError(f"from_trl needs a trl.DPOConfig, got {type(trl_config).__name__}.")
+        _check_trl_unsupported(trl_config)
+        return cls(**_trl_values(trl_config))
+
+
+def _parse_loss_kwargs(value):
+    """``loss_kwargs`` as given, a JSON object string parsed (``HfArgumentParser`` passes a str), None → {}."""
+    if value is None:
+        return {}
+    if isinstance(value, str):
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError as err:
+            raise ValueError(
+                f"loss_kwargs={value!r} is not JSON; pass a dict or a JSON object such as '{{\"gamma\": 1.0}}'."
+            ) from err
+    return value
+
+
+#: TRL fields that do not change what is trained (logs, reports, data loading): ignored with a warning
+_TRL_BOOKKEEPING = frozenset(
+    {
+        "report_to", "run_name", "logging_dir", "logging_strategy", "logging_first_step",
+        "logging_nan_inf_filter", "log_level", "log_level_replica", "log_on_each_node", "dataset_num_proc",
+        "dataloader_num_workers", "dataloader_pin_memory", "dataloader_persistent_workers",
+        "dataloader_prefetch_factor", "save_total_limit", "save_only_model",
+    }
+)  # fmt: skip
+
+#: TRL fields read by _trl_values (mapped onto ours, or checked there)
+_TRL_READ = frozenset(
+    {
+        *TRL_NAMES, "beta", "label_smoothing", "loss_type", "max_grad_norm", "warmup_steps", "lr_scheduler_type",
+        "weight_decay", "max_length", "truncation_mode", "seed", "output_dir", "eval_strategy", "eval_steps",
+        "save_strategy", "save_steps", "disable_tqdm", "use_cpu", "bf16", "fp16",
+        "do_eval", "logging_steps",  # do_eval follows eval_strategy; logging_steps is eval_steps' default
+    }
+)  # fmt: skip
+
+
+def _import_trl():
+    try:
+        import trl
+    except ImportError as err:  # TRL is a test/book dependency only
+        raise ImportError("DPOConfig.from_trl needs TRL: pip install trl.") from err
+    return trl
+
+
+def _is_trl_config(obj) -> bool:
+    """True for a ``trl.DPOConfig`` (without importing TRL: an instance exists only if TRL is imported)."""
+    trl = sys.modules.get("trl")
+    return trl is not None and isinstance(obj, trl.DPOConfig)
+
+
+def _trl_reference(trl_config):
+    """A ``trl.DPOConfig`` at TRL's defaults, built on this machine's device settings (its ``__post_init__``
+    resolves some defaults per machine, so the dataclass defaults alone would not compare)."""
+    keep = ("output_dir", "use_cpu", "bf16", "fp16")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return type(trl_config)(**{name: getattr(trl_config, name) for name in keep})
+
+
+def _check_trl_unsupported(trl_config) -> None:
+    """Raise (or, for bookkeeping fields, warn) naming the TRL fields set away from TRL's default that this
+    trainer has no counterpart for."""
+    reference = _trl_reference(trl_config)
+    changed = sorted(
+        f.name
+        for f in dataclasses.fields(trl_config)
+        if f.name not in _TRL_READ and getattr(trl_config, f.name) != getattr(reference, f.name)
+    )
+    ignored = [name for name in changed if name in _TRL_BOOKKEEPING]
+    unsupported = [name for name in changed if name not in _TRL_BOOKKEEPING]
+    if unsupported:
+        raise ValueError(
+            f"trl.DPOConfig fields {unsupported} have no counterpart in dpo_teach's DPOConfig and are not at TRL's "
+            "default; leave them at their default (or build dpo_teach.DPOConfig directly)."
+        )
+    if ignored:
+        warnings.warn(
+            f"trl.DPOConfig fields {ignored} concern logging or data loading only; ignored.", stacklevel=3
+        )
+
+
+def _whole(name: str, value) -> int:
+    """``value`` as an int when it is a whole number (TRL types epochs and warm-up as floats)."""
+    if float(value) != int(value):
+        raise ValueError(
+            f"trl.DPOConfig {name}={value!r} must be a whole number here; pass e.g. {name}={int(value) or 1}."
+        )
+    return int(value)
+
+
+def _strategy_steps(trl_config, kind: str) -> int | None:
+    """``eval_steps``/``save_steps`` from TRL's ``eval_strategy``/``save_strategy``: None for "no", the steps
+    for "steps" (evaluation defaults to ``logging_steps``, as in TRL); "epoch"/"best" have no counterpart."""
+    strategy = str(
+        getattr(getattr(trl_config, f"{kind}_strategy"), "value", getattr(trl_config, f"{kind}_strategy"))
+    )
+    if strategy == "no":
+        return None
+    if strategy != "steps":
+        raise ValueError(
+            f"trl.DPOConfig {kind}_strategy={strategy!r} has no counterpart here; use 'steps' or 'no'."
+        )
+    steps = getattr(trl_config, f"{kind}_steps")
+    if kind == "eval" and steps is None:
+        steps = trl_config.logging_steps
+    return _whole(f"{kind}_steps", steps)
+
+
+def _trl_values(trl_config) -> dict:
+    """Our field values read off a ``trl.DPOConfig``."""
+    t = trl_config
+    if t.bf16 or t.fp16:
+        raise ValueError(
+            "trl.DPOConfig bf16/fp16: this trainer computes in the model's dtype; pass bf16=False, fp16=False."
+        )
+    if len(t.loss_type) != 1:
+        raise ValueError(
+            f"trl.DPOConfig loss_type={t.loss_type!r}: one loss only here; pass e.g. loss_type=['sigmoid']."
+        )
+    values = {ours: getattr(t, theirs) for theirs, ours in TRL_NAMES.items()}
+    values.update({name: getattr(t, name) for name in ("beta", "label_smoothing", "weight_decay", "max_length",
+                                                        "truncation_mode", "seed", "output_dir")})  # fmt: skip
+    values["epochs"] = _whole("num_train_epochs", t.num_train_epochs)
+    values.update(loss_type=t.loss_type[0], warmup_steps=_whole("warmup_steps", t.warmup_steps))
+    values["lr_scheduler_type"] = getattr(t.lr_scheduler_type, "value", t.lr_scheduler_type)
+    values["max_grad_norm"] = t.max_grad_norm or None  # 0 or None: no clipping, in both
+    values.update(eval_steps=_strategy_steps(t, "eval"), save_steps=_strategy_steps(t, "save"))
+    values.update(progress=not t.disable_tqdm, device="cpu" if t.use_cpu else None)
+    return values
 
 
 class DPOTrainer:
@@ -140,8 +341,12 @@ class DPOTrainer:
                 f"pass either config=DPOConfig(...) or keyword options, not both (got {sorted(kw)})."
             )
         self.config = config if config is not None else DPOConfig(**kw)
+        if _is_trl_config(self.config):
+            self.config = DPOConfig.from_trl(self.config)
         if not isinstance(self.config, DPOConfig):
-            raise TypeError(f"config must be a DPOConfig, got {type(self.config).__name__}.")
+            raise TypeError(
+                f"config must be a DPOConfig (dpo_teach's, or a trl.DPOConfig), got {type(self.config).__name__}."
+            )
         if not isinstance(model, torch.nn.Module) or not hasattr(model, "config"):
             raise TypeError(f"model must be a transformers causal LM, got {type(model).__name__}.")
         V.check_trainer_inputs(
@@ -264,7 +469,8 @@ class DPOTrainer:
                     "epoch": step * cfg.grad_accum / per_epoch,
                     **C.mean_metrics(DIST.sum_metrics(sums)),
                     "grad_norm": grad_norm,
-                    "lr": lr,
+                    "learning_rate": lr,  # TRL's name
+                    "lr": lr,  # chapter 06 reads it
                 }
                 if (
                     self.eval_data is not None
@@ -373,7 +579,8 @@ class DPOTrainer:
 def train_dpo(
     model, tokenizer, rows, *, ref_model=None, eval_rows=None, callback=None, **config
 ) -> list[dict]:
-    """Train ``model`` in place with :class:`DPOTrainer`; ``config`` are :class:`DPOConfig` fields.
+    """Train ``model`` in place with :class:`DPOTrainer`; ``config`` are :class:`DPOConfig` fields (or TRL's
+    names of them, or ``config=`` a :class:`DPOConfig` or ``trl.DPOConfig``).
 
     Returns the metrics history (one dict per optimizer step). Example: ``train_dpo(policy, tok, pairs,
     beta=0.5, lr=1e-3, epochs=3, precompute_ref_logps=True)``.
