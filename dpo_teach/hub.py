@@ -198,6 +198,43 @@ def train_bpe_tokenizer(texts, *, vocab_size: int = 512, model_max_length: int =
     )
 
 
+CHATML_TEMPLATE = (
+    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + "
+    "'<|im_end|>\\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+
+
+def train_chat_tokenizer(texts, *, vocab_size: int = 400):
+    """A Qwen2-style tokenizer: byte-level BPE on ``texts`` plus ChatML's ``<|im_start|>``/``<|im_end|>`` and
+    the ChatML chat template (each message ``<|im_start|>{role}\\n{content}<|im_end|>\\n``; the generation
+    prompt ``<|im_start|>assistant\\n``). EOS is ``<|im_end|>`` (it ends each turn), padding ``<|endoftext|>``,
+    and no BOS is added, as in Qwen2. For conversational rows offline; saves and loads with ``save_pretrained``."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    texts = list(texts)
+    if not texts or not all(isinstance(t, str) for t in texts):
+        raise TypeError(
+            "texts must be a non-empty list of strings (the corpus the BPE merges are learned on)."
+        )
+    alphabet = pre_tokenizers.ByteLevel.alphabet()
+    if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or vocab_size <= len(alphabet) + 3:
+        raise ValueError(
+            f"vocab_size={vocab_size!r} must be an int > {len(alphabet) + 3} (bytes + 3 specials)."
+        )
+    special = [EOT, "<|im_start|>", "<|im_end|>"]
+    backend = Tokenizer(models.BPE())
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, special_tokens=special, initial_alphabet=alphabet, show_progress=False
+    )
+    backend.train_from_iterator(texts, trainer)
+    tok = PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="<|im_end|>", pad_token=EOT)
+    tok.chat_template = CHATML_TEMPLATE
+    return tok
+
+
 def save_tiny_causal_lm(
     tokenizer, path, *, architecture: str = "gpt2", n_layer=2, n_embd=64, n_head=4, n_positions=128, seed=0
 ) -> Path:

@@ -7,6 +7,7 @@ import socket
 import pytest
 import torch
 from datasets import Dataset, load_dataset
+from transformers import AutoTokenizer
 
 from dpo_teach import hub
 from dpo_teach.models import load_causal_lm
@@ -219,3 +220,37 @@ def test_no_network_lets_local_connections_through():
         assert attempts == []
     finally:
         server.close()
+
+
+CHAT = [
+    {"role": "system", "content": "You review films."},
+    {"role": "user", "content": "Was the plot good?"},
+    {"role": "assistant", "content": "Yes, it was gripping."},
+]
+
+
+def test_chat_tokenizer_renders_chatml_and_keeps_specials_whole(tmp_path):
+    tok = hub.train_chat_tokenizer([m["content"] for m in CHAT] * 3)
+    tok.save_pretrained(tmp_path / "chat")
+    tok = AutoTokenizer.from_pretrained(tmp_path / "chat")  # the template travels with the saved files
+    text = "".join(f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in CHAT)  # ChatML by hand
+    assert tok.apply_chat_template(CHAT, tokenize=False) == text
+    assert tok.apply_chat_template(CHAT[:2], tokenize=False, add_generation_prompt=True).endswith(
+        "<|im_end|>\n<|im_start|>assistant\n"
+    )
+    ids = list(tok.apply_chat_template(CHAT, tokenize=True, return_dict=True)["input_ids"])
+    assert tok.decode(ids) == text and ids.count(tok.convert_tokens_to_ids("<|im_start|>")) == 3
+    assert ids.count(tok.eos_token_id) == 3 and tok.eos_token == "<|im_end|>" and tok.bos_token is None
+
+
+@pytest.mark.parametrize(
+    ("texts", "kwargs", "error", "match"),
+    [
+        ([], {}, TypeError, "texts must be a non-empty list of strings"),
+        (["a b"], {"vocab_size": 258}, ValueError, r"vocab_size=258 must be an int > 259"),
+    ],
+    ids=["no texts", "vocab too small"],
+)
+def test_chat_tokenizer_bad_input(texts, kwargs, error, match):
+    with pytest.raises(error, match=match):
+        hub.train_chat_tokenizer(texts, **kwargs)

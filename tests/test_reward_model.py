@@ -8,7 +8,9 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
+from dpo_teach import hub
 from dpo_teach.models import build_word_tokenizer, tiny_gpt2
 from dpo_teach.trainers.reward import (
     RewardConfig,
@@ -156,3 +158,30 @@ def test_score_rejects_unpaired_lists(tok):
 def test_forward_rejects_an_empty_row(tok):
     with pytest.raises(ValueError, match="attention_mask"):
         _rm(tok)(torch.tensor([[1, 4], [0, 0]]), torch.tensor([[1, 1], [0, 0]]))
+
+
+def test_evaluate_conversational_rows_scores_the_chat_template_ids():
+    user = [{"role": "user", "content": "Was the plot good?"}]
+    rows = [
+        {"prompt": user, "chosen": [{"role": "assistant", "content": t}], "rejected": [{"role": "assistant", "content": u}]}
+        for t, u in [("Yes, gripping.", "No."), ("It was fine.", "Dull and slow.")]
+    ]  # fmt: skip
+    chat_tok = hub.train_chat_tokenizer([m["content"] for r in rows for k in r for m in r[k]] * 3)
+    rm = RewardModel(tiny_gpt2(chat_tok, n_layer=1, n_embd=32, n_head=2, seed=0), seed=0).eval()
+
+    def alone(messages):  # independent path: the whole rendered conversation, one unpadded sequence
+        ids = chat_tok.apply_chat_template(messages, tokenize=True, return_dict=True)["input_ids"]
+        return rm(torch.tensor([list(ids)]), torch.ones(1, len(ids), dtype=torch.long))[0]
+
+    with torch.no_grad():
+        chosen = torch.stack([alone(r["prompt"] + r["chosen"]) for r in rows])
+        rejected = torch.stack([alone(r["prompt"] + r["rejected"]) for r in rows])
+    d = chosen - rejected  # Bradley–Terry by hand: −log σ(d), 1[d > 0], d, each averaged over the pairs
+    expected = {
+        "loss": float(F.softplus(-d).mean()),
+        "accuracy": float((d > 0).float().mean()),
+        "margin": float(d.mean()),
+    }
+    got = evaluate_reward_model(rm, chat_tok, rows, batch_size=1)
+    assert got == pytest.approx(expected, abs=1e-5)
+    assert evaluate_reward_model(rm, chat_tok, rows) == pytest.approx(got, abs=1e-5)  # batched = alone

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from dpo_teach import chat
 from dpo_teach._validate import check_tokenizer, check_trainer_inputs
 from dpo_teach.data import (
     PreferenceCollator,
@@ -226,15 +227,35 @@ def train_reward_model(
 def evaluate_reward_model(
     reward_model: RewardModel, tokenizer, rows, batch_size: int = 256
 ) -> dict[str, float]:
-    """``loss``, ``accuracy`` and ``margin`` of ``reward_model`` on preference ``rows`` (means over all pairs)."""
+    """``loss``, ``accuracy`` and ``margin`` of ``reward_model`` on preference ``rows`` (means over all pairs).
+
+    ``rows`` are standard (strings) or TRL's conversational format (lists of ``{"role", "content"}`` messages);
+    the latter go through the tokenizer's chat template (:func:`dpo_teach.chat.encode_conversation`), so each
+    pair is scored on exactly the ids it was trained on: ``template(prompt + answer)``, no EOS appended.
+    """
     _check_reward_model(reward_model)
     rows = load_preference_rows(rows)
+    if rows and chat.is_conversation(rows[0]["prompt"]):
+        return _evaluate_conversations(reward_model, tokenizer, rows, batch_size)
     chosen = reward_model.score(
         tokenizer, [r["prompt"] for r in rows], [r["chosen"] for r in rows], batch_size
     )
     rejected = reward_model.score(
         tokenizer, [r["prompt"] for r in rows], [r["rejected"] for r in rows], batch_size
     )
+    return {k: float(v) for k, v in bradley_terry_loss(chosen, rejected).items()}
+
+
+def _evaluate_conversations(reward_model, tokenizer, rows, batch_size) -> dict[str, float]:
+    """Conversational rows tokenised as in training (chat template), scored in batches of ``batch_size`` pairs."""
+    check_tokenizer(tokenizer)
+    data = tokenize_preference(rows, tokenizer)
+    collate = PreferenceCollator(tokenizer)
+    pairs = [
+        _pair_rewards(reward_model, collate(data.examples[i : i + batch_size]))
+        for i in range(0, len(data), batch_size)
+    ]
+    chosen, rejected = (torch.cat([p[k].float().cpu() for p in pairs]) for k in (0, 1))
     return {k: float(v) for k, v in bradley_terry_loss(chosen, rejected).items()}
 
 
