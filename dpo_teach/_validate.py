@@ -82,26 +82,36 @@ def check_normalised(name: str, value) -> torch.Tensor:
     return value
 
 
-def check_positive(name: str, value) -> float:
-    """Return ``value`` as a float if it is a finite real number > 0, else raise (β, τ, weights)."""
-    if isinstance(value, bool) or not isinstance(value, Real):
+def is_int(value) -> bool:
+    """True for an ``int`` that is not a ``bool`` (Python counts ``True`` as the int 1; no count here is a bool)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def check_positive(name: str, value, kind=Real, *, allow_zero: bool = False):
+    """Return ``value`` if it is a finite number > 0 (≥ 0 with ``allow_zero``), else raise naming ``name``.
+
+    ``kind``: ``Real`` (any real number; returned as a float: β, τ, learning rates, weights) or ``int`` (a
+    count or a step number; returned as it is). A bool is never accepted, whatever ``kind``.
+    """
+    integer = kind is int
+    bound = ">= 0" if allow_zero else "> 0"
+    example = ("0" if allow_zero else "1") if integer else ("0.0" if allow_zero else "0.1")
+    wanted = ("an int" if integer else "a number") + (f" {bound}" if allow_zero else "")
+    if not allow_zero:
+        wanted = "a positive int" if integer else "a positive number"
+    if isinstance(value, bool) or not isinstance(value, int if integer else Real):
         raise TypeError(
-            f"{name} must be a positive number, got {type(value).__name__}; pass e.g. {name}=0.1."
+            f"{name} must be {wanted}, got {type(value).__name__} {value!r}; pass e.g. {name}={example}."
         )
-    value = float(value)
-    if not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{name} must be a finite number > 0, got {value}; pass e.g. {name}=0.1.")
-    return value
+    if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
+        what = "an int" if integer else "a finite number"
+        raise ValueError(f"{name} must be {what} {bound}, got {value!r}; pass e.g. {name}={example}.")
+    return value if integer else float(value)
 
 
 def check_nonnegative(name: str, value) -> float:
-    """Return ``value`` as a float if it is a finite real number ≥ 0, else raise (margins such as SimPO's γ)."""
-    if isinstance(value, bool) or not isinstance(value, Real):
-        raise TypeError(f"{name} must be a number >= 0, got {type(value).__name__}; pass e.g. {name}=0.5.")
-    value = float(value)
-    if not math.isfinite(value) or value < 0:
-        raise ValueError(f"{name} must be a finite number >= 0, got {value}.")
-    return value
+    """:func:`check_positive` with 0 allowed: a finite real number ≥ 0 as a float (margins such as SimPO's γ)."""
+    return check_positive(name, value, allow_zero=True)
 
 
 def check_label_smoothing(value) -> float:
@@ -186,7 +196,7 @@ def check_token_ids(name: str, ids, vocab_size: int | None, *, allow_empty: bool
         raise TypeError(
             f"{name} must be a list of int token ids, got {type(ids).__name__}; pass e.g. world.allowed_token_ids."
         )
-    if any(isinstance(i, bool) or not isinstance(i, int) for i in ids):
+    if not all(is_int(i) for i in ids):
         raise TypeError(f"{name} must hold only int token ids, got {ids!r}.")
     if not ids and not allow_empty:
         raise ValueError(
@@ -207,7 +217,7 @@ def check_token_ids(name: str, ids, vocab_size: int | None, *, allow_empty: bool
 
 def check_token_id(name: str, value, vocab_size: int | None) -> int:
     """Return ``value`` if it is an int token id inside ``[0, vocab_size)`` (e.g. PPO's ``stop_token_id``)."""
-    if isinstance(value, bool) or not isinstance(value, int):
+    if not is_int(value):
         raise TypeError(
             f"{name} must be an int token id, got {type(value).__name__} {value!r}; use "
             f"tokenizer.convert_tokens_to_ids(word)."
@@ -257,14 +267,21 @@ def model_max_positions(model) -> int | None:
 def check_writable(what: str, folder: Path, fix: str) -> Path:
     """Create ``folder`` if needed and write a probe file into it; ``ValueError`` naming ``what`` and ``fix`` if
     that fails (a file in the way, no permission, a read-only disk). Run it *before* work whose result would
-    otherwise be lost."""
+    otherwise be lost (a cache entry, a training run's output folder)."""
     folder = Path(folder)
+    for place in (folder, *folder.parents):  # the nearest part of the path that exists must be a folder
+        if place.exists():
+            if not place.is_dir():
+                where = "is an existing file" if place == folder else f"lies under {str(place)!r}, a file"
+                raise ValueError(f"the {what} {str(folder)!r} is not writable: it {where}; {fix}.")
+            break
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=folder):
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-test-"):
             pass
     except OSError as err:
         raise ValueError(
-            f"the {what} {str(folder)!r} is not writable ({type(err).__name__}: {err.strerror or err}); {fix}."
+            f"the {what} {str(folder)!r} is not writable: it cannot be written ({type(err).__name__}: "
+            f"{err.strerror or err}); {fix}."
         ) from None
     return folder

@@ -23,6 +23,8 @@ import math
 
 import torch
 
+from dpo_teach._validate import is_int
+
 
 def best_of_n_policy(ref_logps: torch.Tensor, rewards: torch.Tensor, n: int) -> torch.Tensor:
     """Exact log-probabilities of best-of-``n`` sampling from π_ref, per prompt.
@@ -38,7 +40,7 @@ def best_of_n_policy(ref_logps: torch.Tensor, rewards: torch.Tensor, n: int) -> 
         module docstring's formula with (F^n − F⁻^n)/π_ref(G) expanded (no division by a small group
         mass); computed in float64, memory ``[..., K, n]``.
     """
-    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+    if not is_int(n) or n < 1:
         raise ValueError(f"n must be a positive int (the number of draws), got {n!r}; pass e.g. n=4.")
     if not torch.is_tensor(ref_logps) or not torch.is_tensor(rewards):
         raise TypeError("ref_logps and rewards must be torch tensors of shape [..., K].")
@@ -85,12 +87,11 @@ def best_of_n_sample(
     assumes. Returns the chosen response texts (one per prompt) and their scores, float32 ``[len(prompts)]``.
     """
     from dpo_teach.data import encode_prompt
-    from dpo_teach.trainers.rollouts import as_reward_fn, call_reward, sample_completions
+    from dpo_teach.trainers.rollouts import as_reward_fn, call_reward, check_prompts, sample_completions
 
-    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+    if not is_int(n) or n < 1:
         raise ValueError(f"n must be a positive int (the number of draws), got {n!r}; pass e.g. n=4.")
-    if isinstance(prompts, str) or not prompts or not all(isinstance(p, str) for p in prompts):
-        raise TypeError("prompts must be a non-empty list of strings (e.g. world.prompts).")
+    check_prompts(prompts)
     repeated = [p for p in prompts for _ in range(n)]  # prompt i's draws are rows i·n … i·n + n − 1
     ids = [encode_prompt(tokenizer, p) for p in repeated]
     _, texts = sample_completions(
@@ -110,7 +111,7 @@ def best_of_n_sample(
 
 def best_of_n_kl_bound(n: int) -> float:
     """The bound KL(π_BoN ‖ π_ref) ≤ log n − (n − 1)/n, in nats."""
-    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+    if not is_int(n) or n < 1:
         raise ValueError(f"n must be a positive int (the number of draws), got {n!r}; pass e.g. n=4.")
     return math.log(n) - (n - 1) / n
 

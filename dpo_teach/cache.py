@@ -39,7 +39,7 @@ from transformers.utils import logging as hf_logging
 from dpo_teach import __version__
 from dpo_teach._validate import check_writable
 from dpo_teach.checksums import sha256_file as _sha256
-from dpo_teach.device import get_device
+from dpo_teach.device import get_device, single_thread
 from dpo_teach.models import tiny_gpt2
 
 CACHE_FORMAT = 1
@@ -203,10 +203,8 @@ def _train(world, train_fn, progress: bool):
     n_rows = sft.pop("n_rows")
     model = tiny_gpt2(world.tokenizer, seed=world.seed, **world.model_config)
     rows = world.sft_rows(n_rows, seed=world.seed)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # see the module docstring
-    start = time.perf_counter()
-    try:
+    with single_thread():  # see the module docstring
+        start = time.perf_counter()
         history = train_fn(
             model,
             world.tokenizer,
@@ -217,8 +215,6 @@ def _train(world, train_fn, progress: bool):
             progress=progress,
             **sft,
         )
-    finally:
-        torch.set_num_threads(threads)
     seconds = time.perf_counter() - start
     losses = [h["loss"] for h in (history or []) if "loss" in h][-20:]
     info = {

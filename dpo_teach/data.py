@@ -1,18 +1,12 @@
-"""Rows → validated → tokenised → collated batches (the first arrows of the data flow).
+"""Validated rows → tokenised → collated batches (the first arrows of the data flow).
 
-Three row formats, as TRL reads them (a ``datasets.Dataset`` in these formats loads unchanged):
-
-* preference: ``prompt``, ``chosen``, ``rejected`` (strings) — DPO and its paired variants;
-* KTO (unpaired): ``prompt``, ``completion`` (strings), ``label`` (bool: desirable or not);
-* SFT: ``prompt``, ``completion`` (strings).
-
-Each text field may instead be a list of ``{"role", "content"}`` messages (TRL's conversational format, the
-whole row alike); such rows are tokenised through the tokenizer's chat template as TRL does (:mod:`dpo_teach.chat`).
+Rows (TRL's preference, KTO and SFT formats) are read and validated by :mod:`dpo_teach.rows`; its names are
+importable from here too. Conversational rows (message lists) are tokenised through the tokenizer's chat
+template as TRL does (:mod:`dpo_teach.chat`).
 
 The text of a full sequence is ``prompt + completion``. Each completion gets the tokenizer's EOS appended once.
 An empty prompt is encoded as the tokenizer's BOS (else EOS), so that the first response token is scored
-(:func:`encode_prompt`). Files are ``.json`` (one list) or ``.jsonl`` (one object a line), UTF-8; a validation
-error in a row read from a file names the file and the line.
+(:func:`encode_prompt`).
 
 **Why the prompt and the completion are tokenised separately.** A BPE tokenizer merges characters across the
 prompt/completion boundary when it sees them together: with a prompt ending in ``"Answer: "`` and a completion
@@ -27,193 +21,37 @@ prompt ids are then identical for ``chosen`` and ``rejected`` by construction, a
 and start completions with a space — so the concatenation is also what the model sees at generation time.)
 
 A tokenised example is a dict of lists: ``prompt_ids`` and ``chosen_ids``/``rejected_ids`` (or
-``completion_ids``). The collators turn a list of them into right-padded tensors with ``labels`` equal to the
+``completion_ids``). The collators (:mod:`dpo_teach.collate`) turn a list of them into right-padded tensors with ``labels`` equal to the
 input ids on completion tokens and ``-100`` on prompt and padding positions (unshifted: ``labels[b, t]`` is the
 token at position ``t``; :func:`dpo_teach.logprobs.sequence_logps` shifts).
 """
 
 from __future__ import annotations
 
-import json
 import warnings
 from dataclasses import dataclass, field
-from pathlib import Path
-
-import torch
 
 from dpo_teach import chat
+from dpo_teach.collate import (  # noqa: F401 (padding and collation, importable from here too)
+    KTOCollator,
+    PreferenceCollator,
+    SFTCollator,
+    _eos_id,
+    pad_sequences,
+    pad_token_id,
+)
+from dpo_teach.rows import (  # noqa: F401 (the rows' reading and validation, importable from here too)
+    FIELDS,
+    Rows,
+    load_kto_rows,
+    load_preference_rows,
+    load_rows,
+    load_sft_rows,
+    read_rows,
+    unpair_preference_rows,
+)
 
-FIELDS = {
-    "preference": ("prompt", "chosen", "rejected"),
-    "kto": ("prompt", "completion", "label"),
-    "sft": ("prompt", "completion"),
-}
 TRUNCATION_MODES = ("keep_end", "keep_start")
-
-
-def load_rows(source, kind: str = "preference") -> list[dict]:
-    """Read and validate rows of ``kind`` ("preference", "kto" or "sft") from ``source``.
-
-    ``source``: a list (or tuple) of dicts, a path to a ``.json`` (a list of objects) or ``.jsonl`` file, or a
-    ``datasets.Dataset``. Returns plain dicts holding only the fields of ``kind``. Raises ``ValueError`` /
-    ``TypeError`` naming the row index and field: missing field, non-string text, empty completion, non-bool KTO
-    label, no rows at all. ``chosen == rejected`` is legal but carries no preference: a warning gives the count.
-    """
-    if kind not in FIELDS:
-        raise ValueError(f"kind={kind!r} is not one of {tuple(FIELDS)}.")
-    rows = read_rows(source)
-    if len(rows) == 0:
-        raise ValueError(f"the {kind} dataset is empty; pass at least one row with fields {FIELDS[kind]}.")
-    where = getattr(rows, "where", [None] * len(rows))
-    out = [_validate_row(i, row, kind, at) for i, (row, at) in enumerate(zip(rows, where, strict=True))]
-    if kind == "preference":
-        same = sum(r["chosen"] == r["rejected"] for r in out)
-        if same:
-            warnings.warn(
-                f"{same} of {len(out)} preference rows have chosen identical to rejected; they carry no "
-                "preference signal (their DPO gradient is zero).",
-                stacklevel=2,
-            )
-    return out
-
-
-def load_preference_rows(source) -> list[dict]:
-    """:func:`load_rows` for ``prompt``/``chosen``/``rejected`` rows."""
-    return load_rows(source, "preference")
-
-
-def load_kto_rows(source) -> list[dict]:
-    """:func:`load_rows` for KTO's ``prompt``/``completion``/``label`` rows."""
-    return load_rows(source, "kto")
-
-
-def unpair_preference_rows(source) -> list[dict]:
-    """Preference rows → KTO rows: each pair gives ``(prompt, chosen, True)`` and ``(prompt, rejected, False)``."""
-    pairs = load_preference_rows(source)
-    return [
-        {"prompt": r["prompt"], "completion": r[k], "label": k == "chosen"}
-        for r in pairs
-        for k in ("chosen", "rejected")
-    ]
-
-
-def load_sft_rows(source) -> list[dict]:
-    """:func:`load_rows` for SFT's ``prompt``/``completion`` rows."""
-    return load_rows(source, "sft")
-
-
-class Rows(list):
-    """The rows read from a file: a list that also knows where each row came from (for error messages)."""
-
-    def __init__(self, rows, where):
-        super().__init__(rows)
-        self.where = where  # where[i]: e.g. "pairs.jsonl, line 3"
-
-
-def read_rows(source) -> list:
-    """The raw rows of ``source`` (list, .json/.jsonl path or Dataset) as a list, not yet validated.
-
-    A file is read as UTF-8 (a leading byte-order mark is allowed); a ``.jsonl`` file holds one JSON object per
-    line (blank lines are skipped) and a ``.json`` file one JSON list. Rows read from a file carry their file and
-    line number, which the validation errors of :func:`load_rows` then quote.
-    """
-    if isinstance(source, (str, Path)):
-        return _read_file(Path(source))
-    if isinstance(source, (list, tuple)):
-        return Rows(source, source.where) if isinstance(source, Rows) else list(source)
-    if hasattr(source, "column_names") and hasattr(source, "__getitem__") and hasattr(source, "__len__"):
-        return source.to_list() if hasattr(source, "to_list") else [source[i] for i in range(len(source))]
-    raise TypeError(
-        f"rows must be a list of dicts, a .json/.jsonl path or a datasets.Dataset, got {type(source).__name__}."
-    )
-
-
-def _read_file(path: Path) -> Rows:
-    name = str(path)
-    if path.is_dir():
-        raise ValueError(f"data path {name!r} is a directory; pass one .json or .jsonl file inside it.")
-    if not path.exists():
-        raise ValueError(f"no file at {name!r}; pass an existing .json/.jsonl path or a list of dicts.")
-    if path.suffix not in (".json", ".jsonl"):
-        raise ValueError(
-            f"data file {name!r} has suffix {path.suffix!r}; only .json (a list of objects) and .jsonl (one "
-            "object per line) are read. Convert it, e.g. datasets.load_dataset('csv', data_files=path)"
-            "['train'].to_json('rows.jsonl'), or pass the datasets.Dataset itself."
-        )
-    try:
-        text = path.read_text(encoding="utf-8-sig")  # -sig: tolerate the BOM some editors write
-    except UnicodeDecodeError as err:
-        raise ValueError(
-            f"data file {name!r} is not UTF-8 text ({err.reason} at byte {err.start}); re-save it as UTF-8."
-        ) from None
-    if path.suffix == ".jsonl":
-        return _parse_jsonl(name, text)
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as err:
-        if err.msg == "Extra data" and _is_json_lines(text):
-            raise ValueError(
-                f"data file {name!r} holds JSON Lines (one object per line), not one JSON list; rename it to "
-                f"{path.with_suffix('.jsonl').name!r}."
-            ) from None
-        raise ValueError(
-            f"{name}, line {err.lineno}, column {err.colno}: not valid JSON ({err.msg}); fix the file there "
-            "(a .json file holds one list [{...}, ...])."
-        ) from None
-    if not isinstance(data, list):
-        raise TypeError(
-            f"{name!r} must hold a JSON list of objects, got {type(data).__name__}; write [{{...}}, {{...}}] "
-            "or one object per line in a .jsonl file."
-        )
-    return Rows(data, [f"{name}, item {i}" for i in range(len(data))])
-
-
-def _parse_jsonl(name: str, text: str) -> Rows:
-    rows, where = [], []
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError as err:
-            raise ValueError(
-                f"{name}, line {number}, column {err.colno}: not valid JSON ({err.msg}); each line of a .jsonl "
-                "file must be one complete JSON object."
-            ) from None
-        where.append(f"{name}, line {number}")
-    return Rows(rows, where)
-
-
-def _is_json_lines(text: str) -> bool:
-    try:
-        return all(isinstance(json.loads(line), dict) for line in text.splitlines() if line.strip())
-    except json.JSONDecodeError:
-        return False
-
-
-def _validate_row(i: int, row, kind: str, where: str | None = None) -> dict:
-    at = f"row {i}" if where is None else f"row {i} ({where})"
-    if not isinstance(row, dict):
-        raise TypeError(f"{at} must be a dict with fields {FIELDS[kind]}, got {type(row).__name__}.")
-    if "prompt" not in row and "rejected" in row and chat.is_conversation(row.get("chosen")):
-        row = chat.extract_prompt(row, at)  # TRL's implicit prompt: the messages chosen and rejected share
-    for name in FIELDS[kind]:
-        if name not in row:
-            raise ValueError(f"{at} is missing field {name!r}; {kind} rows need {FIELDS[kind]}.")
-    for name in FIELDS[kind]:
-        value = row[name]
-        if name == "label":
-            if not isinstance(value, bool):
-                raise TypeError(f"{at}, field 'label' must be a bool (True = desirable), got {value!r}.")
-            continue
-        if chat.is_conversation(row["prompt"]):  # TRL's conversational row: every text field is messages
-            chat.check_messages(at, name, value)
-            continue
-        if not isinstance(value, str):
-            raise TypeError(f"{at}, field {name!r} must be a str, got {type(value).__name__}.")
-        if name != "prompt" and not value.strip():
-            raise ValueError(f"{at}, field {name!r} is empty; every response needs at least one token.")
-    return {name: row[name] for name in FIELDS[kind]}
 
 
 @dataclass
@@ -250,12 +88,6 @@ def _check_lengths(max_length, max_prompt_length, truncation_mode):
                 f"max_prompt_length={max_prompt_length} must be < max_length={max_length} to leave room for "
                 "the response."
             )
-
-
-def _eos_id(tokenizer) -> int:
-    if tokenizer.eos_token_id is None:
-        raise ValueError("the tokenizer has no eos_token; set tokenizer.eos_token so completions can end.")
-    return tokenizer.eos_token_id
 
 
 def encode_prompt(tokenizer, prompt: str) -> list[int]:
@@ -361,23 +193,30 @@ def tokenize_preference(
 
 def mismatched_index(prompts: list) -> list[int]:
     """For each row i, the row j whose completion KTO pairs with prompt i: the nearest earlier row (cyclically)
-    with a *different* prompt, or i − 1 when every row has the same prompt.
+    with a *different* prompt and an even distance i − j; if none has an even distance, the nearest with a
+    different prompt; i − 1 when every row has the same prompt.
 
-    A different prompt matters: unpaired preference data lay rows out as chosen, rejected, chosen, …, so the
-    neighbour of a row is usually its own pair's other response, and z_ref would then measure the pair itself.
+    Why both conditions: unpaired preference data lay rows out as chosen, rejected, chosen, … . The neighbour
+    of a row is then usually its own pair's other response (z_ref would measure the pair itself), and the
+    nearest row with another prompt is always a *rejected* one (z_ref would be measured on losers only). An even
+    distance pairs a chosen row with another pair's chosen response and a rejected row with another's rejected,
+    so the mismatched completions are half chosen, half rejected: the two responses the pairs were drawn from,
+    i.e. draws of the policy that sampled the pairs, for other prompts.
     """
     n = len(prompts)
     out = []
     for i in range(n):
-        back = next((k for k in range(1, n) if prompts[(i - k) % n] != prompts[i]), 1)
-        out.append((i - back) % n)
+        differs = (k for k in range(1, n) if prompts[(i - k) % n] != prompts[i])  # lazily: usually k ≤ 4
+        first = next(differs, None)
+        back = first if first is None or first % 2 == 0 else next((k for k in differs if k % 2 == 0), first)
+        out.append((i - (back or 1)) % n)
     return out
 
 
 def tokenize_kto(rows, tokenizer, *, max_length=None, max_prompt_length=None, truncation_mode="keep_end"):
     """KTO rows → :class:`Tokenized` with ``prompt_ids``, ``completion_ids``, the bool ``label`` and
-    ``kl_completion_ids``: the completion of row :func:`mismatched_index` (the nearest earlier row with another
-    prompt), a mismatched pair (x_i, y_j) that KTO uses to estimate its reference point KL(π_θ‖π_ref). Fixed
+    ``kl_completion_ids``: the completion of row :func:`mismatched_index` (an earlier row with another prompt and
+    the same place in its pair), a mismatched pair (x_i, y_j) that KTO uses to estimate its reference point KL(π_θ‖π_ref). Fixed
     per example (not per batch), so that reference log-probs of the mismatched pairs can be precomputed.
     """
     out = _tokenize(
@@ -394,106 +233,3 @@ def tokenize_kto(rows, tokenizer, *, max_length=None, max_prompt_length=None, tr
 def tokenize_sft(rows, tokenizer, *, max_length=None, max_prompt_length=None, truncation_mode="keep_end"):
     """SFT rows → :class:`Tokenized` with ``prompt_ids`` and ``completion_ids`` per example."""
     return _tokenize(rows, tokenizer, ("completion",), max_length, max_prompt_length, truncation_mode)
-
-
-def pad_sequences(
-    prompt_ids, completion_ids, pad_token_id: int, allowed_token_ids=None
-) -> dict[str, torch.Tensor]:
-    """Right-pad ``prompt + completion`` sequences into ``input_ids``, ``attention_mask``, ``labels`` [B, T].
-
-    ``labels`` = input id on completion positions, -100 on prompt and padding positions. With
-    ``allowed_token_ids`` (the world's alphabet, see :mod:`dpo_teach.logprobs`), a completion token outside the allowed set is
-    also labelled -100: it is not a choice of the restricted policy (e.g. the EOS that ends every fixed-length
-    response of the sequences world) and so carries no log-probability.
-    """
-    seqs = [p + c for p, c in zip(prompt_ids, completion_ids, strict=True)]
-    width = max(len(s) for s in seqs)
-    input_ids = torch.tensor([s + [pad_token_id] * (width - len(s)) for s in seqs], dtype=torch.long)
-    ends = torch.tensor([len(s) for s in seqs])[:, None]
-    starts = torch.tensor([len(p) for p in prompt_ids])[:, None]
-    position = torch.arange(width)[None, :]
-    attention_mask = (position < ends).long()
-    labels = input_ids.masked_fill((position < starts) | (position >= ends), -100)
-    if allowed_token_ids is not None:
-        allowed = torch.as_tensor(allowed_token_ids, dtype=torch.long)
-        labels[~torch.isin(labels, allowed)] = -100
-    return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
-
-
-def pad_token_id(tokenizer) -> int:
-    """The id to pad with: ``tokenizer.pad_token_id``, else EOS (GPT-2 has no pad token; padded positions are
-    masked by the attention mask and labelled -100, so which id fills them does not matter)."""
-    pad = tokenizer.pad_token_id
-    return pad if pad is not None else _eos_id(tokenizer)
-
-
-def _pad_id(tokenizer_or_id) -> int:
-    return tokenizer_or_id if isinstance(tokenizer_or_id, int) else pad_token_id(tokenizer_or_id)
-
-
-class PreferenceCollator:
-    """Examples from :func:`tokenize_preference` → ``chosen_*`` and ``rejected_*`` tensors [B, T].
-
-    Keys: ``chosen_input_ids``, ``chosen_attention_mask``, ``chosen_labels`` and the same for ``rejected``
-    (each side padded to its own longest sequence); ``ref_chosen_logps``/``ref_rejected_logps`` [B] pass through
-    when the examples carry precomputed reference log-probs.
-    """
-
-    def __init__(self, pad_token_id, allowed_token_ids=None):
-        self.pad_token_id = _pad_id(pad_token_id)
-        self.allowed_token_ids = allowed_token_ids
-
-    def __call__(self, examples: list[dict]) -> dict[str, torch.Tensor]:
-        prompts = [e["prompt_ids"] for e in examples]
-        batch = {}
-        for side in ("chosen", "rejected"):
-            padded = pad_sequences(
-                prompts, [e[f"{side}_ids"] for e in examples], self.pad_token_id, self.allowed_token_ids
-            )
-            batch.update({f"{side}_{k}": v for k, v in padded.items()})
-        for key in ("ref_chosen_logps", "ref_rejected_logps"):
-            if key in examples[0]:
-                batch[key] = torch.tensor([e[key] for e in examples], dtype=torch.float32)
-        return batch
-
-
-class SFTCollator:
-    """Examples from :func:`tokenize_sft` → ``input_ids``, ``attention_mask``, ``labels`` [B, T]."""
-
-    def __init__(self, pad_token_id, allowed_token_ids=None):
-        self.pad_token_id = _pad_id(pad_token_id)
-        self.allowed_token_ids = allowed_token_ids
-
-    def __call__(self, examples: list[dict]) -> dict[str, torch.Tensor]:
-        return pad_sequences(
-            [e["prompt_ids"] for e in examples],
-            [e["completion_ids"] for e in examples],
-            self.pad_token_id,
-            self.allowed_token_ids,
-        )
-
-
-class KTOCollator:
-    """Examples from :func:`tokenize_kto` → ``completion_*`` and ``kl_*`` tensors [B, T], ``label`` [B] (bool).
-
-    ``kl_*`` holds each prompt followed by its example's ``kl_completion_ids`` (a mismatched pair);
-    ``ref_logps``/``ref_kl_logps`` [B] pass through when the examples carry precomputed reference log-probs.
-    """
-
-    def __init__(self, pad_token_id, allowed_token_ids=None):
-        self.pad_token_id = _pad_id(pad_token_id)
-        self.allowed_token_ids = allowed_token_ids
-
-    def __call__(self, examples: list[dict]) -> dict[str, torch.Tensor]:
-        prompts = [e["prompt_ids"] for e in examples]
-        batch = {}
-        for prefix, key in (("completion", "completion_ids"), ("kl", "kl_completion_ids")):
-            padded = pad_sequences(
-                prompts, [e[key] for e in examples], self.pad_token_id, self.allowed_token_ids
-            )
-            batch.update({f"{prefix}_{k}": v for k, v in padded.items()})
-        batch["label"] = torch.tensor([e["label"] for e in examples], dtype=torch.bool)
-        for key in ("ref_logps", "ref_kl_logps"):
-            if key in examples[0]:
-                batch[key] = torch.tensor([e[key] for e in examples], dtype=torch.float32)
-        return batch

@@ -69,3 +69,18 @@ def describe(device: torch.device | str | None = None) -> str:
     else:
         name = f"CPU, {torch.get_num_threads()} threads"
     return f"{device.type} ({name}); forward in {str(autocast_dtype(device)).removeprefix('torch.')}"
+
+
+@contextlib.contextmanager
+def single_thread():
+    """Run the block with one intra-op thread, then restore the previous count.
+
+    The book's models are 64 wide: a second thread buys nothing, and on a busy 2-core machine a spinning
+    OpenMP pool was measured 5–20× slower. Used around every CPU training run the book times.
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)

@@ -21,7 +21,7 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
-from dpo_teach._validate import check_finite, check_nonnegative, check_normalised, check_tensor
+from dpo_teach._validate import check_finite, check_nonnegative, check_normalised, check_tensor, is_int
 
 
 class PairIndex(NamedTuple):
@@ -166,7 +166,7 @@ def flip_labels(rows, rate: float, seed: int = 0) -> list[dict]:
     rate = check_nonnegative("rate", rate)
     if rate > 1:
         raise ValueError(f"rate is a probability in [0, 1], got {rate}.")
-    if isinstance(seed, bool) or not isinstance(seed, int):
+    if not is_int(seed):
         raise TypeError(f"seed must be an int, got {type(seed).__name__}; pass e.g. seed=0.")
     rows = [dict(row) for row in rows]
     flips = torch.rand(len(rows), generator=torch.Generator().manual_seed(seed), dtype=torch.float64) < rate

@@ -142,5 +142,6 @@ def response_logits_forward(
         model, hidden, labels, average=average, allowed_token_ids=allowed_token_ids
     )
     n = batch["chosen_input_ids"].shape[0]
-    return ConcatenatedOutput(logps[:n], logps[n:], lengths[:n], lengths[n:], mean_logits[:n], mean_logits[n:],
-                              averaged=average)  # fmt: skip
+    return ConcatenatedOutput(
+        logps[:n], logps[n:], lengths[:n], lengths[n:], mean_logits[:n], mean_logits[n:]
+    )

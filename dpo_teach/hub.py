@@ -31,6 +31,7 @@ from pathlib import Path
 import torch
 
 from dpo_teach import chat
+from dpo_teach._validate import is_int
 
 HUMAN, ASSISTANT = "\n\nHuman:", "\n\nAssistant:"
 EOT = "<|endoftext|>"  # GPT-2's one special token: BOS, EOS and unknown at once
@@ -178,7 +179,7 @@ def train_bpe_tokenizer(texts, *, vocab_size: int = 512, model_max_length: int =
             "texts must be a non-empty list of strings (the corpus the BPE merges are learned on)."
         )
     alphabet = pre_tokenizers.ByteLevel.alphabet()
-    if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or vocab_size <= len(alphabet):
+    if not is_int(vocab_size) or vocab_size <= len(alphabet):
         raise ValueError(
             f"vocab_size={vocab_size!r} must be an int > {len(alphabet)} (the 256 bytes + merges)."
         )
@@ -218,7 +219,7 @@ def train_chat_tokenizer(texts, *, vocab_size: int = 400):
             "texts must be a non-empty list of strings (the corpus the BPE merges are learned on)."
         )
     alphabet = pre_tokenizers.ByteLevel.alphabet()
-    if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or vocab_size <= len(alphabet) + 3:
+    if not is_int(vocab_size) or vocab_size <= len(alphabet) + 3:
         raise ValueError(
             f"vocab_size={vocab_size!r} must be an int > {len(alphabet) + 3} (bytes + 3 specials)."
         )

@@ -10,10 +10,12 @@ Every loss in :mod:`dpo_teach.losses` starts from these numbers, so this module 
 * **Summed** over response tokens, as in the DPO paper; ``average=True`` divides by the number of response
   tokens (what IPO-as-in-TRL, ORPO and SimPO use). Sum and mean give different losses; say which you use.
 
-Memory: a naive ``log_softmax(logits).gather(...)`` materialises a second ``batch × length × vocab`` tensor
-(1.6 GB for batch 16, length 512, GPT-2's vocabulary). Here log π(y_t) = logit[y_t] − logsumexp(logits), taken
-block by block over response positions only, in a custom autograd function whose backward writes
-softmax − one-hot into the one gradient tensor autograd needs anyway (``benchmarks/logps_memory.py`` measures it).
+The computation is :func:`plain_token_logps`: ``log_softmax(logits).gather(...)``, read first. It materialises a
+second ``batch × length × vocab`` tensor (1.6 GB for batch 16, length 512, GPT-2's vocabulary), so the trainers
+use an equal, memory-saving option (:func:`blockwise_token_logps`, at the end of the module): log π(y_t) =
+logit[y_t] − logsumexp(logits), taken block by block over response positions only, in a custom autograd function
+whose backward writes softmax − one-hot into the one gradient tensor autograd needs anyway
+(``benchmarks/logps_memory.py`` measures it; a test proves the two equal, values and gradients).
 
 The *world's policy*: with ``allowed_token_ids`` the softmax runs over those vocabulary columns
 only, so that the probabilities of all responses a world can enumerate sum to exactly 1 for any model.
@@ -50,54 +52,23 @@ def response_lengths(labels: torch.Tensor) -> torch.Tensor:
     return response_mask(labels).sum(-1)
 
 
-def _blocks(mask: torch.Tensor, vocab: int):
-    """Yield ``(b0, b1, t0, t1)`` blocks of ≤ ``_BLOCK_ELEMENTS`` logits covering every True entry of ``mask``."""
-    batch, steps = mask.shape
-    rows = max(1, _BLOCK_ELEMENTS // max(1, steps * vocab))
-    for b0 in range(0, batch, rows):
-        b1 = min(batch, b0 + rows)
-        used = mask[b0:b1].any(0).nonzero().flatten()
-        if used.numel() == 0:
-            continue
-        first, last = int(used[0]), int(used[-1]) + 1  # prompt tokens before `first` are never touched
-        span = max(1, _BLOCK_ELEMENTS // ((b1 - b0) * vocab))
-        for t0 in range(first, last, span):
-            yield b0, b1, t0, min(last, t0 + span)
+def plain_token_logps(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """log π(y_t) = log_softmax(logits[t])[y_t]: the textbook computation, ``[B, T-1]``, 0 where ``mask`` is False.
 
-
-class _TokenLogps(torch.autograd.Function):
-    """log π(y_t) = logits[t, y_t] − logsumexp(logits[t]) for t < T-1, computed and differentiated in blocks.
-
-    Inputs: logits ``[B, T, V]`` (any float dtype), targets ``[B, T-1]`` (valid ids), mask ``[B, T-1]``.
-    Output: ``[B, T-1]`` in float32 (float64 for float64 logits), zero where ``mask`` is False.
-    Gradient w.r.t. logits[t]: mask · g · (one_hot(y_t) − softmax(logits[t])), written block by block.
+    ``logits`` ``[B, T, V]`` (any float dtype; upcast to float32, float64 stays), ``targets`` ``[B, T-1]`` valid
+    ids (the labels shifted by one), ``mask`` ``[B, T-1]`` the response positions. It holds a second
+    ``B × T × V`` tensor (the log-softmax) for the backward pass; :func:`blockwise_token_logps` does not.
     """
+    dtype = torch.promote_types(logits.dtype, torch.float32)
+    logps = torch.log_softmax(logits[:, :-1].to(dtype), dim=-1).gather(-1, targets[..., None]).squeeze(-1)
+    return logps.masked_fill(~mask, 0.0)
 
-    @staticmethod
-    def forward(ctx, logits, targets, mask):
-        dtype = torch.promote_types(logits.dtype, torch.float32)  # bf16/fp16 → float32; float64 stays
-        out = torch.zeros(mask.shape, dtype=dtype, device=logits.device)
-        lse = torch.zeros_like(out)
-        for b0, b1, t0, t1 in _blocks(mask, logits.shape[-1]):
-            block = logits[b0:b1, t0:t1].to(dtype)
-            lse[b0:b1, t0:t1] = torch.logsumexp(block, dim=-1)
-            picked = block.gather(-1, targets[b0:b1, t0:t1, None]).squeeze(-1)
-            out[b0:b1, t0:t1] = picked - lse[b0:b1, t0:t1]
-        ctx.save_for_backward(logits, targets, mask, lse)
-        return out.masked_fill_(~mask, 0.0)
 
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad_out):
-        logits, targets, mask, lse = ctx.saved_tensors
-        grad_logits = torch.zeros_like(logits)
-        g = grad_out.to(lse.dtype).masked_fill(~mask, 0.0)
-        for b0, b1, t0, t1 in _blocks(mask, logits.shape[-1]):
-            gb = g[b0:b1, t0:t1, None]
-            d = (logits[b0:b1, t0:t1].to(lse.dtype) - lse[b0:b1, t0:t1, None]).exp_().mul_(-gb)
-            d.scatter_add_(-1, targets[b0:b1, t0:t1, None], gb)
-            grad_logits[b0:b1, t0:t1] = d
-        return grad_logits, None, None
+def blockwise_token_logps(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """:func:`plain_token_logps`, computed block by block over response positions in a custom autograd function
+    whose backward writes softmax − one-hot into the one gradient tensor autograd needs anyway: no second
+    ``B × T × V`` tensor (the memory-saving option; equal to the plain path by test, values and gradients)."""
+    return _TokenLogps.apply(logits, targets, mask)
 
 
 def _allowed_tensor(allowed_token_ids, vocab: int, device) -> torch.Tensor:
@@ -153,12 +124,16 @@ def _check_logits_labels(logits, labels) -> None:
         )
 
 
-def per_token_logps(logits: torch.Tensor, labels: torch.Tensor, allowed_token_ids=None) -> torch.Tensor:
+def per_token_logps(
+    logits: torch.Tensor, labels: torch.Tensor, allowed_token_ids=None, *, memory_saving: bool = True
+) -> torch.Tensor:
     """Per-token log-probs ``[B, T-1]``: log π(labels[:, t+1] | ·) at response positions, 0 at ignored ones.
 
     Float32 (float64 for float64 logits).
     ``logits`` ``[B, T, V]``; ``labels`` ``[B, T]`` (-100 on prompt and padding). With ``allowed_token_ids``
     (K ids) the log-softmax is over ``logits[..., allowed_token_ids]`` and every response label must be allowed.
+    ``memory_saving``: :func:`blockwise_token_logps` (the trainers' path: its float rounding is what every
+    stored number of the book was computed with) or, False, :func:`plain_token_logps`; equal up to rounding.
     """
     # the alphabet first: a bad one empties the labels, and the length check would then blame max_length
     ids = None
@@ -178,7 +153,7 @@ def per_token_logps(logits: torch.Tensor, labels: torch.Tensor, allowed_token_id
             )
         targets = targets.clamp(min=0)
         logits = logits.index_select(-1, ids)  # [B, T, K]: small, K is the world's alphabet
-    out = _TokenLogps.apply(logits, targets, mask)
+    out = (blockwise_token_logps if memory_saving else plain_token_logps)(logits, targets, mask)
     if not bool(torch.isfinite(out).all()):
         raise ValueError(
             "logits produced a non-finite log-prob at a response position; check logits for NaN/inf."
@@ -223,7 +198,7 @@ class ConcatenatedOutput:
     """What :func:`concatenated_forward` returns; every field is ``[B]``, float32 unless stated.
 
     ``chosen_logps``/``rejected_logps``: log π(y|x) summed over response tokens (divided by the lengths when
-    ``averaged`` is True). ``chosen_lengths``/``rejected_lengths`` (long): |y|. ``mean_chosen_logits``/
+    the forward was asked for ``average=True``). ``chosen_lengths``/``rejected_lengths`` (long): |y|. ``mean_chosen_logits``/
     ``mean_rejected_logits`` (detached): the mean over the full vocabulary and the response positions of the
     logits that predict the response, as TRL logs ``logits/chosen``; TRL's batch value is
     ``(mean_chosen_logits * chosen_lengths).sum() / chosen_lengths.sum()``.
@@ -235,17 +210,6 @@ class ConcatenatedOutput:
     rejected_lengths: torch.Tensor
     mean_chosen_logits: torch.Tensor
     mean_rejected_logits: torch.Tensor
-    averaged: bool = False
-
-    @property
-    def chosen_logps_avg(self) -> torch.Tensor:
-        """(1/|y_w|) log π(y_w|x), whatever ``averaged`` is."""
-        return self.chosen_logps if self.averaged else self.chosen_logps / self.chosen_lengths
-
-    @property
-    def rejected_logps_avg(self) -> torch.Tensor:
-        """(1/|y_l|) log π(y_l|x), whatever ``averaged`` is."""
-        return self.rejected_logps if self.averaged else self.rejected_logps / self.rejected_lengths
 
 
 def _pad_right(x: torch.Tensor, length: int, value: int) -> torch.Tensor:
@@ -307,5 +271,55 @@ def concatenated_forward(
         rejected_lengths=lengths[n:],
         mean_chosen_logits=mean_logits[:n],
         mean_rejected_logits=mean_logits[n:],
-        averaged=average,
     )
+
+
+# ---------------------------------------------------------------- the memory-saving path, equal by test
+def _blocks(mask: torch.Tensor, vocab: int):
+    """Yield ``(b0, b1, t0, t1)`` blocks of ≤ ``_BLOCK_ELEMENTS`` logits covering every True entry of ``mask``."""
+    batch, steps = mask.shape
+    rows = max(1, _BLOCK_ELEMENTS // max(1, steps * vocab))
+    for b0 in range(0, batch, rows):
+        b1 = min(batch, b0 + rows)
+        used = mask[b0:b1].any(0).nonzero().flatten()
+        if used.numel() == 0:
+            continue
+        first, last = int(used[0]), int(used[-1]) + 1  # prompt tokens before `first` are never touched
+        span = max(1, _BLOCK_ELEMENTS // ((b1 - b0) * vocab))
+        for t0 in range(first, last, span):
+            yield b0, b1, t0, min(last, t0 + span)
+
+
+class _TokenLogps(torch.autograd.Function):
+    """log π(y_t) = logits[t, y_t] − logsumexp(logits[t]) for t < T-1, computed and differentiated in blocks.
+
+    Inputs: logits ``[B, T, V]`` (any float dtype), targets ``[B, T-1]`` (valid ids), mask ``[B, T-1]``.
+    Output: ``[B, T-1]`` in float32 (float64 for float64 logits), zero where ``mask`` is False.
+    Gradient w.r.t. logits[t]: mask · g · (one_hot(y_t) − softmax(logits[t])), written block by block.
+    """
+
+    @staticmethod
+    def forward(ctx, logits, targets, mask):
+        dtype = torch.promote_types(logits.dtype, torch.float32)  # bf16/fp16 → float32; float64 stays
+        out = torch.zeros(mask.shape, dtype=dtype, device=logits.device)
+        lse = torch.zeros_like(out)
+        for b0, b1, t0, t1 in _blocks(mask, logits.shape[-1]):
+            block = logits[b0:b1, t0:t1].to(dtype)
+            lse[b0:b1, t0:t1] = torch.logsumexp(block, dim=-1)
+            picked = block.gather(-1, targets[b0:b1, t0:t1, None]).squeeze(-1)
+            out[b0:b1, t0:t1] = picked - lse[b0:b1, t0:t1]
+        ctx.save_for_backward(logits, targets, mask, lse)
+        return out.masked_fill_(~mask, 0.0)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_out):
+        logits, targets, mask, lse = ctx.saved_tensors
+        grad_logits = torch.zeros_like(logits)
+        g = grad_out.to(lse.dtype).masked_fill(~mask, 0.0)
+        for b0, b1, t0, t1 in _blocks(mask, logits.shape[-1]):
+            gb = g[b0:b1, t0:t1, None]
+            d = (logits[b0:b1, t0:t1].to(lse.dtype) - lse[b0:b1, t0:t1, None]).exp_().mul_(-gb)
+            d.scatter_add_(-1, targets[b0:b1, t0:t1, None], gb)
+            grad_logits[b0:b1, t0:t1] = d
+        return grad_logits, None, None

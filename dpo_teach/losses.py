@@ -26,7 +26,6 @@ What ``beta`` means differs from loss to loss (the argument keeps TRL's name eve
 
 from __future__ import annotations
 
-import inspect
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -44,7 +43,7 @@ from dpo_teach._validate import (
 )
 
 
-def _margin(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps, beta):
+def _log_ratios(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps, beta):
     """Validate the four log-prob tensors and β; return (chosen log-ratio, rejected log-ratio, β)."""
     check_preference_logps(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps)
     beta = check_positive("beta", beta)
@@ -68,7 +67,7 @@ def dpo_loss(
     ``"robust"``, ``"exo_pair"`` and ``"aot"``), so cDPO is this function with ε > 0, not a TRL setting.
     Gradient w.r.t. log π_θ(y_w): −β σ(r̂_l − r̂_w) (for ε = 0) - see :func:`dpo_teach.theory.dpo_gradient_weight`.
     """
-    chosen_logratios, rejected_logratios, beta = _margin(
+    chosen_logratios, rejected_logratios, beta = _log_ratios(
         policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps, beta
     )
     eps = check_label_smoothing(label_smoothing)
@@ -103,7 +102,7 @@ def ipo_loss(
     divided by its length first - what TRL's DPOTrainer does and what the IPO authors' experiments used.
     Rewards are β × the summed log-ratios in both cases, as TRL logs them.
     """
-    chosen_logratios, rejected_logratios, tau = _margin(
+    chosen_logratios, rejected_logratios, tau = _log_ratios(
         policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps, beta
     )
     if (chosen_lengths is None) != (rejected_lengths is None):
@@ -130,7 +129,7 @@ def hinge_loss(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref
     reference model (SLiC keeps the policy near the SFT model with a separate regulariser); the π_ref
     log-ratios and the margin 1/β are RSO's.
     """
-    chosen_logratios, rejected_logratios, beta = _margin(
+    chosen_logratios, rejected_logratios, beta = _log_ratios(
         policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps, beta
     )
     losses = torch.relu(1 - beta * (chosen_logratios - rejected_logratios))
@@ -155,7 +154,7 @@ def robust_loss(
     batch loss below zero is normal, not a bug: only the expectation over noisy labels is a DPO loss. ε = 0 gives
     plain DPO.
     """
-    chosen_logratios, rejected_logratios, beta = _margin(
+    chosen_logratios, rejected_logratios, beta = _log_ratios(
         policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps, beta
     )
     eps = check_label_smoothing(label_smoothing)
@@ -287,7 +286,13 @@ def simpo_loss(policy_chosen_logps, policy_rejected_logps, beta=2.0, gamma=1.0):
 
 @dataclass(frozen=True)
 class LossSpec:
-    """A registry entry: the loss function and what it needs. Calling the spec calls the function."""
+    """A registry entry: the loss function and what it needs. Calling the spec calls the function.
+
+    The step reads everything it passes from here, never from the function's signature: ``options`` are the
+    keyword arguments a user may set through ``DPOConfig.loss_kwargs``; ``label_smoothing`` says whether it
+    takes ε (``DPOConfig.label_smoothing``); ``takes_lengths`` whether it divides the summed log-ratios by the
+    response lengths itself (IPO, as in TRL), so that the step passes ``chosen_lengths``/``rejected_lengths``.
+    """
 
     name: str
     fn: Callable
@@ -295,12 +300,9 @@ class LossSpec:
     length_normalized: bool  # expects average=True log-probs
     paired: bool  # needs (chosen, rejected) pairs; False = KTO's unpaired desirable/undesirable rows
     summary: str
-
-    @property
-    def takes_lengths(self) -> bool:
-        """True when the loss divides the summed log-ratios by the response lengths itself (IPO, as in TRL): the
-        trainer then passes ``chosen_lengths``/``rejected_lengths``."""
-        return "chosen_lengths" in inspect.signature(self.fn).parameters
+    options: tuple[str, ...] = ()
+    label_smoothing: bool = False
+    takes_lengths: bool = False
 
     def __call__(self, *args, **kwargs):
         return self.fn(*args, **kwargs)
@@ -309,19 +311,31 @@ class LossSpec:
 LOSSES: dict[str, LossSpec] = {
     spec.name: spec
     for spec in (
-        LossSpec("sigmoid", dpo_loss, True, False, True, "DPO; cDPO with label_smoothing ε > 0"),
-        LossSpec("ipo", ipo_loss, True, False, True, "IPO: squared per-token margin to 1/(2τ), τ = β"),
+        LossSpec("sigmoid", dpo_loss, True, False, True, "DPO; cDPO with label_smoothing ε > 0",
+                 label_smoothing=True),
+        LossSpec("ipo", ipo_loss, True, False, True, "IPO: squared per-token margin to 1/(2τ), τ = β",
+                 takes_lengths=True),
         LossSpec("hinge", hinge_loss, True, False, True, "RSO's hinge: margin 1/β on the log-ratios"),
-        LossSpec("robust", robust_loss, True, False, True, "robust DPO: unbiased under label flips at ε"),
-        LossSpec("kto", kto_loss, True, False, False, "KTO: unpaired desirable/undesirable completions"),
+        LossSpec("robust", robust_loss, True, False, True, "robust DPO: unbiased under label flips at ε",
+                 label_smoothing=True),
+        LossSpec("kto", kto_loss, True, False, False, "KTO: unpaired desirable/undesirable completions",
+                 options=("desirable_weight", "undesirable_weight")),
         LossSpec("orpo", orpo_loss, False, True, True, "ORPO: NLL + odds-ratio term, no reference model"),
-        LossSpec("simpo", simpo_loss, False, True, True, "SimPO: length-normalised margin with target γ"),
+        LossSpec("simpo", simpo_loss, False, True, True, "SimPO: length-normalised margin with target γ",
+                 options=("gamma",)),
     )
-}
+}  # fmt: skip
+
+#: other names of registry entries: ``"dpo"`` is the paper's name of TRL's ``"sigmoid"``
+ALIASES = {"dpo": "sigmoid"}
 
 
 def get_loss(name: str) -> LossSpec:
-    """The registry entry for a TRL loss name (``"sigmoid"`` is DPO); a clear error lists the valid names."""
+    """The registry entry for a TRL loss name (``"sigmoid"``, also called ``"dpo"``, is DPO); a clear error
+    lists the valid names."""
+    name = ALIASES.get(name, name) if isinstance(name, str) else name
     if not isinstance(name, str) or name not in LOSSES:
-        raise ValueError(f"unknown loss {name!r}; choose one of {sorted(LOSSES)} ('sigmoid' is DPO).")
+        raise ValueError(
+            f"unknown loss {name!r}; choose one of {sorted(LOSSES)} ('sigmoid', also 'dpo', is DPO)."
+        )
     return LOSSES[name]

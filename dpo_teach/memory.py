@@ -34,6 +34,8 @@ from numbers import Real
 
 import torch
 
+from dpo_teach._validate import is_int
+
 #: bytes per parameter: (weights, gradients, float32 master copy, one optimizer state, reference weights)
 RECIPES = {
     "fp32": (4, 4, 0, 4, 4),
@@ -96,7 +98,7 @@ def training_memory(
         raise ValueError(f"optimizer={optimizer!r} must be one of {sorted(OPTIMIZER_STATES)}.")
     if reference not in REFERENCE_MODES:
         raise ValueError(f"reference={reference!r} must be one of {REFERENCE_MODES}.")
-    if isinstance(activation_bytes, bool) or not isinstance(activation_bytes, int) or activation_bytes < 0:
+    if not is_int(activation_bytes) or activation_bytes < 0:
         raise ValueError(f"activation_bytes={activation_bytes!r} must be an int ≥ 0.")
     w, g, m, s, r = RECIPES[recipe]
     n = int(round(n_params))
@@ -123,9 +125,9 @@ def sharded_memory(n_params, *, n_gpus: int, stage: int, **options) -> MemoryEst
     precision with Adam, live reference, Ψ parameters: stage 0 (DDP) 18Ψ, stage 1 (2 + 2 + 2)Ψ + 12Ψ/N, stage 2
     (2 + 2)Ψ + 14Ψ/N, stage 3 18Ψ/N. ``activation_bytes`` (per GPU) is added unsplit.
     """
-    if isinstance(n_gpus, bool) or not isinstance(n_gpus, int) or n_gpus < 1:
+    if not is_int(n_gpus) or n_gpus < 1:
         raise ValueError(f"n_gpus={n_gpus!r} must be an int ≥ 1 (the number of data-parallel GPUs).")
-    if isinstance(stage, bool) or not isinstance(stage, int) or stage not in ZERO_SHARDED:
+    if not is_int(stage) or stage not in ZERO_SHARDED:
         raise ValueError(
             f"stage={stage!r} must be a ZeRO stage, one of {sorted(ZERO_SHARDED)} (0: plain DDP)."
         )

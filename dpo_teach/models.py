@@ -28,6 +28,7 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
+from dpo_teach._validate import is_int
 from dpo_teach.device import get_device
 
 PAD, BOS, EOS, UNK = "<pad>", "<bos>", "<eos>", "<unk>"
@@ -93,7 +94,7 @@ def tiny_gpt2(
     and evaluation forwards agree, as the DPO loss assumes. The initialisation is fixed by ``seed``.
     Parameters: about 12·n_layer·n_embd² + (vocab + n_positions)·n_embd (≈ 0.1 M at the defaults).
     """
-    if isinstance(tokenizer_or_vocab_size, bool) or not isinstance(tokenizer_or_vocab_size, int):
+    if not is_int(tokenizer_or_vocab_size):
         if not hasattr(tokenizer_or_vocab_size, "convert_tokens_to_ids"):
             raise TypeError(
                 "tokenizer_or_vocab_size must be a tokenizer or an int vocabulary size, got "
@@ -105,7 +106,7 @@ def tiny_gpt2(
         vocab_size, ids = tokenizer_or_vocab_size, (None, None, None)
     sizes = {"n_positions": n_positions, "n_embd": n_embd, "n_layer": n_layer, "n_head": n_head}
     for name, value in {"vocab_size": vocab_size, **sizes}.items():
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        if not is_int(value) or value < 1:
             raise ValueError(f"{name}={value!r} must be a positive int.")
     if n_embd % n_head:
         raise ValueError(
@@ -281,7 +282,7 @@ def sample_token_ids(
     one cut at ``max_new_tokens``) or after ``max_new_tokens`` tokens.
     Prompts are grouped by length and never padded, so no attention-mask or position subtleties arise.
     """
-    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
+    if not is_int(max_new_tokens) or max_new_tokens < 1:
         raise ValueError(f"max_new_tokens={max_new_tokens!r} must be a positive int.")
     if temperature < 0:
         raise ValueError(f"temperature={temperature!r} must be ≥ 0 (0 = greedy).")

@@ -22,6 +22,8 @@ import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
 from matplotlib.patches import FancyBboxPatch
 
+from dpo_teach.widgets.canvas import POINT_LABEL, place_point_labels
+
 STAGE_GID = "stage"  # gid of every stage box, so tests and the notebook can count what was drawn
 
 
@@ -204,7 +206,7 @@ def plot_reward_kl_frontier(
         [reward[i] for i in order],
         color="black",
         linewidth=1.8,
-        label="π*_β (exact optimum)",
+        label=r"$\pi^*_\beta$ (exact optimum)",
         zorder=2,
     )
     markers = "osD^vP<>Xh"
@@ -234,25 +236,30 @@ def plot_reward_kl_frontier(
                     xytext=(5, -11),
                     fontsize=7,
                     color=color,
+                    gid=POINT_LABEL,
                 )
         targets = zip(xs, ys, points.get("target_kl", ()), points.get("target_reward", ()), strict=False)
         for x, y, tx, ty in targets:
             ax.plot([x, tx], [y, ty], linestyle=":", color=color, linewidth=1.0, zorder=3)
             ax.plot([tx], [ty], marker="o", markersize=5, markerfacecolor="none", color=color, zorder=3)
-    ax.set_xlabel("KL(π ‖ π_ref)  (nats, mean over prompts)")
-    ax.set_ylabel("expected true reward E_π[r]")
+    ax.set_xlabel(r"$\mathrm{KL}(\pi \,\|\, \pi_{\mathrm{ref}})$  (nats, mean over prompts)")
+    ax.set_ylabel(r"expected true reward $E_\pi[r]$")
     ax.set_title(title)
     ax.set_xlim(left=-0.05 * max(kl + [1e-3]))
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right", fontsize=8)
+    place_point_labels(ax)  # no β=/N= label over another or over the legend
     return ax
 
 
 #: The DPO trainer's metrics (TRL's names) in three panels: the implicit rewards, their margin, the accuracy.
 DPO_PANELS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("implicit rewards  r̂ = β log π_θ/π_ref", ("rewards/chosen", "rewards/rejected")),
-    ("reward margin  r̂_w − r̂_l", ("rewards/margins",)),
-    ("accuracy  (r̂_w > r̂_l)", ("rewards/accuracies",)),
+    (
+        r"implicit rewards  $\hat r = \beta \log \pi_\theta/\pi_{\mathrm{ref}}$",
+        ("rewards/chosen", "rewards/rejected"),
+    ),
+    (r"reward margin  $\hat r_w - \hat r_l$", ("rewards/margins",)),
+    (r"accuracy  ($\hat r_w > \hat r_l$)", ("rewards/accuracies",)),
 )
 
 

@@ -106,7 +106,7 @@ def shared_prompt_forward(
     kw = {"average": average, "allowed_token_ids": allowed_token_ids}
     logps_w, n_w, mean_w = logps_from_hidden(model, h_w, c_labels, **kw)
     logps_l, n_l, mean_l = logps_from_hidden(model, h_l, r_labels, **kw)
-    return ConcatenatedOutput(logps_w, logps_l, n_w, n_l, mean_w, mean_l, averaged=average)
+    return ConcatenatedOutput(logps_w, logps_l, n_w, n_l, mean_w, mean_l)
 
 
 def preference_forward(

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import sympy as sp
 
+from dpo_teach._validate import is_int
+
 beta = sp.Symbol("beta", positive=True)
 
 
@@ -22,7 +24,7 @@ def sigmoid(x: sp.Expr) -> sp.Expr:
 
 
 def _distribution_symbols(n: int):
-    if isinstance(n, bool) or not isinstance(n, int) or n < 2:
+    if not is_int(n) or n < 2:
         raise ValueError(f"n must be an int >= 2 (the number of responses), got {n!r}.")
     pi = sp.symbols(f"pi_1:{n + 1}", positive=True)
     pi_ref = sp.symbols(rf"pi_ref_1:{n + 1}", positive=True)

@@ -171,3 +171,34 @@ def test_unknown_response():
 def test_unknown_prompt():
     with pytest.raises(ValueError, match="unknown prompt"):
         BanditWorld().true_reward("prompt 9:", "apple")
+
+
+def test_the_world_contract_and_the_older_call_forms_agree():
+    """BanditWorld follows World's order preference_pairs(policy, n, seed, deterministic) and
+    evaluate(policy, ref, beta); the bandit's older forms (n first; evaluate(policy, beta)) give the same."""
+    world = BanditWorld(n_responses=5, n_prompts=3, seed=2)
+    tilted = torch.log_softmax(world.ref_logps + world.rewards, -1)
+    new = world.preference_pairs(tilted, 30, 4, True)
+    assert (
+        new
+        == world.preference_pairs(30, 4, tilted, True)
+        == world.preference_pairs(30, seed=4, policy_logps=tilted, deterministic=True)
+    )
+    assert new != world.preference_pairs(None, 30, 4, True)  # the policy is used
+    assert world.preference_pairs(None, 12, seed=1) == world.preference_pairs(12, seed=1)
+    assert world.kto_dataset(None, 6, 2).to_list() == world.kto_dataset(6, seed=2).to_list()
+    assert (
+        world.preference_dataset(tilted, 6, 2).to_list() == world.preference_dataset(6, 2, tilted).to_list()
+    )
+    policy = world.optimal_policy(0.7)
+    assert (
+        world.evaluate(policy, None, 0.7)
+        == world.evaluate(policy, 0.7)
+        == world.evaluate(policy, world.ref_logps, 0.7)
+    )
+    other_ref = torch.log_softmax(torch.zeros_like(world.ref_logps), -1)
+    moved = world.evaluate(policy, other_ref, 0.7)
+    assert moved["kl_to_ref"] != world.evaluate(policy, 0.7)["kl_to_ref"]  # the reference given is used
+    assert (
+        world.evaluate(world.optimal_policy(0.7), other_ref, 0.7)["kl_to_optimal"] > 1e-6
+    )  # π* is relative to it

@@ -17,6 +17,7 @@ import pytest
 import torch
 from trainer_fixtures import tiny_model, word_tokenizer
 
+from dpo_teach import seed
 from dpo_teach.checksums import checksum_mismatches, folder_checksums
 from dpo_teach.trainers import DPOConfig, DPOTrainer, train_dpo
 from dpo_teach.trainers import checkpoints as K
@@ -110,7 +111,7 @@ def test_planted_pickle_in_the_rng_state_is_refused_and_never_runs(tok, tmp_path
     marker = tmp_path / "marker"
     state_file = out / "checkpoint-6" / K.STATE_FILE
     state = json.loads(state_file.read_text())
-    state["rng"]["torch"] = K._encode_tensor(Payload(marker))
+    state["rng"]["torch"] = seed._encode_tensor(Payload(marker))
     state_file.write_text(json.dumps(state))
     rewrite_manifest(out / "checkpoint-6")
     with pytest.raises(ValueError, match=r"trainer_state\.json.*refused"):

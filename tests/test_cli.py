@@ -189,12 +189,20 @@ INPUT_ERRORS = [
     ("bad jsonl line", ["dpo", "--model", "{model}", "--data", "{bad}"], r"bad\.jsonl, line 3"),
     ("model without weights", ["dpo", "--model", "{no_weights}", "--data", "{good}"], r"no weights"),
     ("mistyped model", ["dpo", "--model", "dpo-teach-nobody/gtp2", "--data", "{good}"], r"--allow-download"),
-    ("zero epochs", ["dpo", "--model", "{model}", "--data", "{good}", "--epochs", "0"], r"epochs=0"),
-    ("negative beta", ["dpo", "--model", "{model}", "--data", "{good}", "--beta", "-1"], r"beta=-1\.0"),
+    (
+        "zero epochs",
+        ["dpo", "--model", "{model}", "--data", "{good}", "--epochs", "0"],
+        r"epochs must be an int > 0, got 0",
+    ),
+    (
+        "negative beta",
+        ["dpo", "--model", "{model}", "--data", "{good}", "--beta", "-1"],
+        r"beta must be a finite number > 0, got -1\.0",
+    ),
     (
         "sft --out is a file",
         ["sft", "--model", "{model}", "--data", "{dir}/sft.json", "--out", "{good}"],
-        r"output_dir=.*is an existing file; pass a folder",
+        r"output_dir .*is an existing file; pass a folder",
     ),  # fmt: skip
     (
         "sft --out holds a model",

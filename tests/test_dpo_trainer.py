@@ -176,6 +176,57 @@ def test_precomputed_reference_gives_the_same_run_and_drops_the_reference(tok):
         assert a["rewards/chosen"] == pytest.approx(b["rewards/chosen"], rel=1e-4, abs=1e-6)
 
 
+def test_the_step_takes_the_reference_log_probs_it_is_given(tok):
+    """dpo_step uses exactly the reference log-probs passed to it; preference_step computes them from ref_model,
+    or reads the precomputed ones only when ref_model is None (and says how to fix a batch that has none)."""
+    from dpo_teach.trainers.dpo_step import dpo_step, preference_step, reference_logps
+
+    trainer = DPOTrainer(tiny_model(tok, seed=1), tok, PAIRS, ref_model=tiny_model(tok), beta=0.5, **FAST)
+    batch = trainer.collate(trainer.train_data.examples[:4])
+    ref = reference_logps(trainer.ref_model, batch, paired=True, forward_mode=trainer.config.forward_mode)
+    with torch.no_grad():
+        loss, metrics = dpo_step(trainer.policy, batch, trainer.config, **ref)
+        policy_w = metrics["logps/chosen"]
+        assert torch.allclose(metrics["rewards/chosen"], 0.5 * (policy_w - ref["ref_chosen_logps"]))
+        shifted, shifted_metrics = dpo_step(trainer.policy, batch, trainer.config,
+                                            ref["ref_chosen_logps"] + 1.0, ref["ref_rejected_logps"])  # fmt: skip
+        assert torch.allclose(shifted_metrics["rewards/chosen"], metrics["rewards/chosen"] - 0.5)
+        assert torch.equal(preference_step(trainer.policy, trainer.ref_model, batch, trainer.config)[0], loss)
+        with pytest.raises(ValueError, match=r"no precomputed \['ref_chosen_logps', 'ref_rejected_logps'\]"):
+            preference_step(trainer.policy, None, batch, trainer.config)
+        stored = {
+            **batch,
+            **ref,
+            "ref_chosen_logps": ref["ref_chosen_logps"] + 1.0,
+        }  # read only without a model
+        assert torch.equal(
+            preference_step(trainer.policy, trainer.ref_model, stored, trainer.config)[0], loss
+        )
+        assert not torch.equal(preference_step(trainer.policy, None, stored, trainer.config)[0], loss)
+
+
+def test_kto_has_its_own_step_and_logs_the_reference_point(tok):
+    from dpo_teach.losses import kto_reference_point
+    from dpo_teach.trainers.dpo_step import kto_step, reference_logps
+
+    trainer = DPOTrainer(
+        tiny_model(tok, seed=1), tok, PAIRS, ref_model=tiny_model(tok), loss_type="kto", **FAST
+    )
+    batch = trainer.collate(trainer.train_data.examples[:6])
+    ref = reference_logps(trainer.ref_model, batch, paired=False)
+    with torch.no_grad():
+        loss, metrics = kto_step(trainer.policy, batch, trainer.config, **ref)
+        kl_policy = trainer.policy(
+            input_ids=batch["kl_input_ids"], attention_mask=batch["kl_attention_mask"]
+        ).logits  # the mismatched pairs under the policy, scored the step's way
+    from dpo_teach.logprobs import sequence_logps
+
+    z_ref = kto_reference_point(sequence_logps(kl_policy, batch["kl_labels"]), ref["ref_kl_logps"])
+    assert torch.allclose(metrics["kl"], z_ref[None], atol=1e-6)
+    assert metrics["rewards/chosen"].numel() == int(batch["label"].sum())
+    assert loss.ndim == 0 and bool(torch.isfinite(loss))
+
+
 def test_reference_frozen_in_eval_mode_and_policy_dropout_off(tok):
     ref_model = tiny_model(tok)
     before = copy.deepcopy(ref_model.state_dict())

@@ -145,7 +145,7 @@ def test_initial_loss_reference_free_loss_raises():
 
 def test_initial_loss_unknown_loss_raises():
     with pytest.raises(ValueError, match="unknown loss"):
-        check_initial_loss(0.7, "dpo", 0.1)
+        check_initial_loss(0.7, "dpo++", 0.1)
 
 
 def test_initial_loss_string_answer_raises():

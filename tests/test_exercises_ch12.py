@@ -57,7 +57,7 @@ def test_slips_get_hints(answer, hint):
     ("kwargs", "error", "match"),
     [
         ({"answer": "1.0"}, TypeError, "answer must be a finite number"),
-        ({"answer": float("nan")}, TypeError, "answer must be a finite number"),
+        ({"answer": float("nan")}, ValueError, "answer must be a finite number"),
         ({"answer": 1.0, "reward_gap": None}, TypeError, "reward_gap must be a finite number"),
         ({"answer": 1.0, "label_noise": 0.5}, ValueError, r"label_noise=0.5 must be in \[0, 0.5\)"),
         ({"answer": 1.0, "label_noise": -0.1}, ValueError, "label_noise"),

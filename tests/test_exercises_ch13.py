@@ -39,12 +39,15 @@ def test_memory_slips_get_hints(answer, hint):
     assert not verdict and hint in verdict.message
 
 
-@pytest.mark.parametrize(
-    ("answer", "kwargs"), [("126", {}), (None, {}), (float("nan"), {}), (126, {"n_params": "7B"})]
-)
+@pytest.mark.parametrize(("answer", "kwargs"), [("126", {}), (None, {}), (126, {"n_params": "7B"})])
 def test_memory_bad_types(answer, kwargs):
     with pytest.raises(TypeError, match="must be a finite number"):
         check_dpo_memory_gb(answer, **kwargs)
+
+
+def test_memory_non_finite_answer():
+    with pytest.raises(ValueError, match="answer must be a finite number"):
+        check_dpo_memory_gb(float("nan"))
 
 
 def test_memory_bad_n_params():

@@ -84,7 +84,7 @@ def test_empty_rows_is_a_value_error(setup):
 def test_unknown_loss_type_is_a_value_error(setup):
     world, ref, _, pairs = setup
     with pytest.raises(ValueError, match="unknown loss"):
-        run_variant(world, ref, pairs, eval_beta=0.5, loss_type="dpo")
+        run_variant(world, ref, pairs, eval_beta=0.5, loss_type="dpo++")
 
 
 def test_ref_model_of_wrong_type_is_a_type_error(setup):

@@ -169,6 +169,31 @@ def test_widget_becomes_its_controls_readout_and_figure():
     nbformat.validate(nb)
 
 
+def test_layered_widget_picture_becomes_one_svg_and_a_grid_slider_its_label():
+    """dpo_teach's widgets stack a frame and a layer of marks (two Images in one grid cell) and use a
+    SelectionSlider over an exact β grid: the page shows one SVG holding both, and the slider's label."""
+    import ipywidgets as widgets
+    from matplotlib.figure import Figure
+
+    from dpo_teach.widgets import beta_slider
+    from dpo_teach.widgets.canvas import Line, SvgCanvas, layered_image
+
+    fig = Figure(figsize=(2, 1.5))
+    fig.subplots().set_xlim(0, 1)
+    canvas = SvgCanvas(fig)
+    box, marks = layered_image(canvas, "dpo-test-plot")
+    marks.value = canvas.marks_svg([Line(0, [0.0, 1.0], [0.0, 1.0], color="C3")])
+    nb = _saved_widget_notebook(widgets.VBox([beta_slider(0.5, 0.1, 10.0, "s"), box]))
+    assert saved_figures(nb) == (1, 1)
+    site_build.replace_widgets(nb)
+    outputs = nb.cells[1].outputs
+    assert [sorted(o.data) for o in outputs] == [["text/html"], ["image/svg+xml"]]
+    assert "β = 0.5" in outputs[0].data["text/html"]
+    stacked = outputs[1].data["image/svg+xml"]
+    assert stacked.count("<svg") == 1 and "<polyline" in stacked  # the marks are inside the frame's SVG
+    assert stacked.index("<polyline") > stacked.index("dpo-clip-0")
+
+
 def test_widget_with_an_output_shows_the_output_figure():
     import ipywidgets as widgets
 
@@ -341,7 +366,8 @@ def _widget_images(model_id: str, models: dict, seen: set) -> int:
         return 0
     seen.add(model_id)
     model = models[model_id]
-    count = int(model["model_name"] == "ImageModel" and bool(model.get("buffers")))
+    layer = site_build.LAYER in model["state"].get("_dom_classes", [])  # merged into the image below it
+    count = int(model["model_name"] == "ImageModel" and bool(model.get("buffers")) and not layer)
     if model["model_name"] == "OutputModel":
         count += sum(
             any(k.startswith("image/") for k in o.get("data", {})) for o in model["state"]["outputs"]

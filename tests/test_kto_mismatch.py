@@ -21,13 +21,30 @@ def test_unpaired_rows_never_pair_a_prompt_with_its_own_pair():
     for i, example in enumerate(data.examples):
         j = completions.index(tuple(example["kl_completion_ids"]))
         assert rows[j]["prompt"] != rows[i]["prompt"], (i, j)
-    # by hand: the nearest earlier row (cyclically) with another prompt
-    assert mismatched_index([r["prompt"] for r in rows]) == [7, 7, 1, 1, 1, 1, 5, 5]
+    # by hand: the nearest earlier row (cyclically) with another prompt at an even distance (same role)
+    assert mismatched_index([r["prompt"] for r in rows]) == [6, 7, 0, 1, 0, 1, 4, 5]
+
+
+def test_mismatched_completions_are_half_chosen_half_rejected():
+    """Unpaired pairs lay out chosen, rejected, ...: a partner keeps the row's role, so over the data the
+    mismatched completions are chosen and rejected responses in equal numbers — the law the pairs were drawn
+    from — and never the row's own pair. (The nearest row with another prompt alone would always be a rejected
+    one: z_ref measured on losers only.)"""
+    import random
+
+    rng = random.Random(0)
+    pairs = [{"prompt": f"p{rng.randrange(20)}", "chosen": "a", "rejected": "b"} for _ in range(400)]
+    prompts = [r["prompt"] for r in unpair_preference_rows(pairs)]
+    partner = mismatched_index(prompts)
+    assert all(prompts[j] != prompts[i] for i, j in enumerate(partner))
+    assert all((i - j) % 2 == 0 for i, j in enumerate(partner))  # chosen ↔ chosen, rejected ↔ rejected
+    rejected_partners = sum(j % 2 for j in partner)
+    assert rejected_partners == len(partner) // 2
 
 
 @pytest.mark.parametrize(
     ("prompts", "expected"),
-    [(["a", "b", "c"], [2, 0, 1]), (["a", "a", "a"], [2, 0, 1]), (["a", "a", "b"], [2, 2, 1]), (["a"], [0])],
+    [(["a", "b", "c"], [1, 2, 0]), (["a", "a", "a"], [2, 0, 1]), (["a", "a", "b"], [2, 2, 0]), (["a"], [0])],
 )
 def test_mismatched_index_cases(prompts, expected):
     assert mismatched_index(prompts) == expected

@@ -107,6 +107,36 @@ def test_small_blocks_give_the_same_values_and_gradients(monkeypatch):
         torch.testing.assert_close(blocked_grad, grad)
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("allowed", [None, [0, 2, 3, 5, 7, 8, 11, 12]])
+def test_memory_saving_path_equals_the_plain_log_softmax_gather(dtype, allowed):
+    """The blockwise custom autograd (the trainers' path) against plain_token_logps: values and gradients."""
+    logits, labels = make_batch(batch=5, length=11, vocab=13, seed=4, dtype=dtype)
+    if allowed is not None:  # every response label must be in the alphabet
+        labels = torch.where(labels == -100, labels, torch.tensor(allowed)[labels % len(allowed)])
+    weights = torch.randn(5, 10, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    grads, values, paths = [], [], []
+    for memory_saving in (True, False):
+        x = logits.detach().clone().requires_grad_(True)
+        out = logprobs.per_token_logps(x, labels, allowed, memory_saving=memory_saving)
+        paths.append(type(out.grad_fn).__name__)
+        (out.double() * weights).sum().backward()
+        values.append(out.detach())
+        grads.append(x.grad)
+    tol = {"atol": 1e-12, "rtol": 0} if dtype == torch.float64 else {"atol": 1e-5, "rtol": 1e-5}
+    assert values[0].dtype == values[1].dtype == torch.promote_types(dtype, torch.float32)
+    torch.testing.assert_close(values[0], values[1], **tol)
+    torch.testing.assert_close(
+        grads[0].double(),
+        grads[1].double(),
+        **(tol if dtype != torch.bfloat16 else {"atol": 1e-2, "rtol": 1e-2}),
+    )
+    assert bool((values[0] != 0).any()) and bool((grads[0] != 0).any())  # the check compares real numbers
+    assert (
+        paths[0] != paths[1]
+    )  # and two different computations (the custom autograd function, then autograd's)
+
+
 def test_prompt_and_padding_positions_get_no_gradient():
     logits, labels = make_batch(seed=8)
     logits.requires_grad_(True)
@@ -156,9 +186,6 @@ def test_concatenated_equals_separate_forwards(model):
         torch.testing.assert_close(getattr(out, f"{side}_logps"), separate, rtol=1e-5, atol=1e-5)
         lengths = (labels[:, 1:] != -100).sum(-1)
         assert torch.equal(getattr(out, f"{side}_lengths"), lengths)
-        torch.testing.assert_close(
-            getattr(out, f"{side}_logps_avg"), separate / lengths, rtol=1e-5, atol=1e-5
-        )
         logits = model(input_ids=ids, attention_mask=mask).logits.detach()
         vocab_mean = logits[:, :-1].mean(-1)
         want = torch.stack([vocab_mean[b][labels[b, 1:] != -100].mean() for b in range(3)])
@@ -171,7 +198,7 @@ def test_concatenated_average_and_allowed_tokens(model):
     summed = concatenated_forward(model, batch, allowed_token_ids=allowed)
     averaged = concatenated_forward(model, batch, average=True, allowed_token_ids=allowed)
     torch.testing.assert_close(averaged.chosen_logps, summed.chosen_logps / summed.chosen_lengths)
-    torch.testing.assert_close(averaged.rejected_logps_avg, summed.rejected_logps_avg)
+    torch.testing.assert_close(averaged.rejected_logps, summed.rejected_logps / summed.rejected_lengths)
     logits = model(input_ids=batch["chosen_input_ids"], attention_mask=batch["chosen_attention_mask"]).logits
     torch.testing.assert_close(
         summed.chosen_logps.double(),

@@ -7,6 +7,7 @@ shows up as a mismatch.
 
 from __future__ import annotations
 
+import inspect
 import math
 
 import pytest
@@ -363,5 +364,19 @@ def test_simpo_negative_gamma_is_rejected():
 
 
 def test_get_loss_unknown_name_lists_valid_ones():
-    with pytest.raises(ValueError, match=r"unknown loss 'dpo'; choose one of \['hinge', 'ipo', 'kto'"):
-        losses.get_loss("dpo")
+    with pytest.raises(ValueError, match=r"unknown loss 'dpo\+\+'; choose one of \['hinge', 'ipo', 'kto'"):
+        losses.get_loss("dpo++")
+
+
+def test_dpo_is_an_alias_of_sigmoid():
+    assert losses.get_loss("dpo") is losses.LOSSES["sigmoid"]
+    assert "dpo" not in losses.LOSSES  # an alias, not a second entry (tables list each loss once)
+
+
+def test_declared_options_are_arguments_of_the_loss_function():
+    """The registry declares what the step may pass; every declared name must be a parameter of the function."""
+    for spec in losses.LOSSES.values():
+        params = set(inspect.signature(spec.fn).parameters)
+        assert set(spec.options) <= params, spec.name
+        assert spec.label_smoothing == ("label_smoothing" in params), spec.name
+        assert spec.takes_lengths == ("chosen_lengths" in params and "rejected_lengths" in params), spec.name

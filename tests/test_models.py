@@ -7,6 +7,7 @@ import pytest
 import torch
 from transformers import AutoTokenizer
 
+from dpo_teach.data import pad_sequences
 from dpo_teach.logprobs import sequence_logps
 from dpo_teach.models import (
     OfflineModelError,
@@ -15,7 +16,6 @@ from dpo_teach.models import (
     sample_token_ids,
     tiny_gpt2,
 )
-from dpo_teach.worlds.base import pad_batch
 
 WORDS = ["p0", ":", "a", "b", "c", "."]
 
@@ -103,7 +103,7 @@ def _logps(model, tok):
     responses = [
         tok(r, add_special_tokens=False)["input_ids"] + [tok.eos_token_id] for r in (" a", " b c .", " c c")
     ]
-    batch = pad_batch(prompts, responses)
+    batch = pad_sequences(prompts, responses, 0)
     with torch.no_grad():
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
     return sequence_logps(logits, batch["labels"])

@@ -33,10 +33,15 @@ def test_one_step_matches_trl(tmp_path, loss_type, beta):
     for key in ("rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies", "logps/chosen",
                 "logps/rejected", "logits/chosen", "logits/rejected", "grad_norm"):  # fmt: skip
         assert ours[key] == pytest.approx(theirs[key], rel=1e-4, abs=1e-5), key
-    # after one AdamW step the weights agree, except the attention *key* bias: the softmax over keys is invariant
-    # to it, so its exact gradient is 0 and Adam's first step (≈ lr · g/|g|) turns float round-off into noise
-    n_embd = policy.config.n_embd
+    # After one AdamW step the weights agree. Adam's first step is lr · g/(|g| + ε) per element: ≈ ±lr wherever
+    # |g| ≫ ε = 1e-8, but for the rare element whose gradient is within a few ε of 0 the two trainers' float
+    # round-off in g changes the step by a fraction of lr (measured: one element of 4096 off by 1.2e-5 = 1.2 % of
+    # lr for IPO). So the tolerance is 5 % of lr: a wrong gradient moves a weight by up to 2·lr the other way.
+    # The attention *key* bias is left out: the softmax over keys is invariant to it, its exact gradient is 0,
+    # and its step is pure round-off.
+    n_embd, lr = policy.config.n_embd, 1e-3
     for (name, a), b in zip(policy.state_dict().items(), ours_policy.state_dict().values(), strict=True):
         if name.endswith("attn.c_attn.bias"):
             a, b = torch.cat([a[:n_embd], a[2 * n_embd :]]), torch.cat([b[:n_embd], b[2 * n_embd :]])
-        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6, msg=name)
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=0.05 * lr, msg=name)
+        assert (a - b).abs().gt(1e-6).float().mean() < 0.01, f"{name}: over 1 % of the elements differ"

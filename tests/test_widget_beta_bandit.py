@@ -7,6 +7,8 @@ import re
 
 import pytest
 import torch
+from matplotlib.text import Text
+from svg_marks import marks
 
 from dpo_teach.widgets.beta_bandit import (
     CSS_PLOT,
@@ -15,8 +17,11 @@ from dpo_teach.widgets.beta_bandit import (
     CSS_SLIDER,
     SLIDER_DESCRIPTION,
     beta_explorer,
+    beta_frame,
     beta_view,
+    plot_beta_view,
 )
+from dpo_teach.widgets.canvas import overlapping_texts
 from dpo_teach.worlds import BanditWorld
 
 
@@ -79,9 +84,10 @@ def test_slider_moves_readout_and_policy(world):
     torch.testing.assert_close(explorer.view["policy_probs"], torch.tensor(pi, dtype=torch.float64))
     # smaller β: more reward, further from π_ref — the direction the closed form says
     assert after["expected_reward"] > before["expected_reward"] and after["kl"] > before["kl"]
-    # the bars were redrawn with the new π*
-    heights = [p.get_height() for p in explorer.figure.axes[0].patches[len(pi) :]]
-    assert heights == pytest.approx(pi, abs=1e-12)
+    # the bars were redrawn with the new π*: heights (SVG points, 2 decimals) proportional to π*
+    heights = [float(r["height"]) for r in marks(explorer.image.value, "rect")]
+    assert len(heights) == len(pi)
+    assert [h / sum(heights) for h in heights] == pytest.approx(pi, abs=2e-4)
 
 
 def test_update_sets_slider_and_returns_view(world):
@@ -140,7 +146,32 @@ def test_bad_world_and_prompt(world):
 
 def test_image_is_redrawn(world):
     explorer = beta_explorer(world, beta=1.0)
-    before = explorer.image.value
-    assert before[:8] == b"\x89PNG\r\n\x1a\n"
+    before = bytes(explorer.image.value)
+    assert explorer.image.format == "svg+xml" and before.startswith(b"<?xml")
     explorer.update(0.05)
-    assert explorer.image.value[:8] == b"\x89PNG\r\n\x1a\n" and explorer.image.value != before
+    after = bytes(explorer.image.value)
+    assert after.startswith(b"<?xml") and after != before
+
+
+def test_the_slider_grid_holds_the_chapters_betas_exactly(world):
+    explorer = beta_explorer(world, beta=0.5)
+    values = [v for _, v in explorer.slider.options]
+    for beta in (0.01, 0.05, 0.1, 0.25, 0.5, 0.7, 1.0, 2.0, 5.0, 10.0, 100.0):
+        assert beta in values  # the float the literal gives, not 0.501
+    assert explorer.slider.value == 0.5 and explorer.slider.label == "0.5"
+    ratios = [b / a for a, b in zip(values, values[1:], strict=False)]
+    assert 1.1 < min(ratios) and max(ratios) < 1.45  # about log-even: no step more than 45 %
+    with pytest.raises(ValueError, match="nearest values are 0.3 and 0.4"):
+        explorer.update(0.37)
+    assert explorer.slider.value == 0.5  # a refused β leaves the widget as it was
+
+
+def test_picture_and_static_figure_draw_the_same_bars_without_overlapping_labels(world):
+    explorer = beta_explorer(world, beta=0.1)
+    figure = plot_beta_view(explorer.view)
+    policy_bars = figure.axes[0].patches[len(explorer.view["responses"]) :]
+    assert [p.get_height() for p in policy_bars] == pytest.approx(explorer.view["policy_probs"].tolist())
+    assert overlapping_texts(beta_frame(explorer.view)) == []
+    assert overlapping_texts(figure) == []
+    labels = [t.get_text() for t in figure.findobj(Text)]
+    assert not any("_" in t and "$" not in t for t in labels), labels  # subscripts are mathtext, not "_"

@@ -7,6 +7,7 @@ The independent closed form below normalises π_ref·exp(r/β) by an explicit su
 from __future__ import annotations
 
 import re
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -260,7 +261,7 @@ def test_train_button_lands_near_the_optimum(world, reference):
     """Pressing *Train* at β = 1 runs :func:`train_at_beta`; the landing is within the stated KL of π*_β."""
     ref, ref_logps = reference
     trainer = beta_trainer(world, ref, ref_logps=ref_logps, beta=1.0)
-    assert "DPO (trained here)" not in trainer.canvas.svg
+    assert "DPO (trained here)" not in trainer.canvas.canvas.frame
     trainer.button.click()  # what pressing the button does
     assert len(trainer.trained) == 1 and not trainer.button.disabled
     landed = trainer.trained[0]
@@ -284,7 +285,7 @@ def test_train_button_lands_near_the_optimum(world, reference):
         "train_expected_reward": round(landed.expected_reward, 3),
         "kl_to_optimal": round(landed.kl_to_optimal, 3),
     }
-    assert "DPO (trained here)" in trainer.canvas.svg  # the legend of the redrawn picture
+    assert "DPO (trained here)" in trainer.canvas.canvas.frame  # the legend of the redrawn picture
     assert star(trainer.image.value)["beta"] == pytest.approx(1.0)
 
 
@@ -305,13 +306,37 @@ def test_frontier_plot_draws_the_curve_and_the_series(tables):
     }  # fmt: skip
     plot_reward_kl_frontier(curve, series, ax=ax)
     lines = {line.get_label(): line for line in ax.get_lines()}
-    assert list(lines["π*_β (exact optimum)"].get_xdata()) == pytest.approx(sorted(curve["kl"].tolist()))
+    assert list(lines[r"$\pi^*_\beta$ (exact optimum)"].get_xdata()) == pytest.approx(
+        sorted(curve["kl"].tolist())
+    )
     assert list(lines["DPO"].get_ydata()) == [0.2, 0.5] and lines["DPO"].get_linestyle() == "-"
     assert lines["best-of-N"].get_linestyle() == "None"
     assert sorted(t.get_text() for t in ax.texts) == ["N=4", "β=1", "β=2"]
     dotted = [line for line in ax.get_lines() if line.get_linestyle() == ":"]
     assert [list(line.get_xdata()) for line in dotted] == [[0.1, 0.12], [0.3, 0.4]]
     assert "KL" in ax.get_xlabel() and "reward" in ax.get_ylabel() and ax.get_title()
+
+
+def test_crowded_landings_get_labels_that_do_not_overlap(tables):
+    """Four *Train* presses at nearby β (two at the same β) put four "β=…" labels near one place: the picture
+    after *Train* must still have no label over another, nor over the legend, nor any literal underscore."""
+    from matplotlib.text import Text
+
+    from dpo_teach.widgets.beta_train import FrontierCanvas
+    from dpo_teach.widgets.canvas import overlapping_texts
+
+    curve = reward_kl_curve(*tables, torch.logspace(-1.3, 1.3, 41, dtype=torch.float64))
+    points = [
+        SimpleNamespace(beta=b, kl=0.50 + 0.004 * i, expected_reward=0.80 + 0.003 * i, optimal_kl=0.6,
+                        optimal_expected_reward=0.9)
+        for i, b in enumerate((0.5, 0.5, 0.6, 0.7))
+    ]  # fmt: skip
+    canvas = FrontierCanvas.draw(curve, points)
+    labels = [t for t in canvas.figure.axes[0].texts if t.get_text().startswith("β=")]
+    assert len(labels) == 4
+    assert overlapping_texts(canvas.figure) == []
+    texts = [t.get_text() for t in canvas.figure.findobj(Text)]
+    assert not any("_" in t and "$" not in t for t in texts), texts
 
 
 def test_frontier_plot_rejects_mismatched_series(tables):

@@ -10,7 +10,10 @@ matplotlib.use("Agg")
 
 import pytest
 import torch
+from matplotlib.text import Text
+from svg_marks import marks, polyline_points
 
+from dpo_teach.widgets.canvas import overlapping_texts
 from dpo_teach.widgets.loss_margin import (
     CSS_PLOT,
     CSS_ROOT,
@@ -19,6 +22,8 @@ from dpo_teach.widgets.loss_margin import (
     SLIDER_DESCRIPTION,
     loss_margin_curves,
     loss_margin_explorer,
+    loss_margin_frame,
+    plot_loss_margin,
 )
 
 
@@ -72,12 +77,33 @@ def test_update_moves_the_slider_and_redraws_the_figure():
     curves = explorer.update(0.1)
     assert explorer.slider.value == pytest.approx(0.1)
     assert curves["beta"] == pytest.approx(0.1)
-    loss_line = explorer.figure.axes[0].get_lines()[0]
-    weight_line = explorer.figure.axes[1].get_lines()[0]
+    svg = bytes(explorer.image.value)
+    assert explorer.image.format == "svg+xml" and svg.startswith(b"<?xml")  # the picture the reader sees
+    loss_svg, weight_svg = marks(svg, "polyline")
+    # the curves in SVG coordinates map back, through the frame's own axes, to the curves computed
+    frame = explorer.canvas.figure
+    for index, line, key in ((0, loss_svg, "loss"), (1, weight_svg, "weight")):
+        xy = torch.tensor(polyline_points(line), dtype=torch.float64) * frame.dpi / 72
+        xy[:, 1] = frame.bbox.height - xy[:, 1]
+        data = frame.axes[index].transData.inverted().transform(xy.numpy())
+        assert data[:, 0].tolist() == pytest.approx(curves["margin"].tolist(), abs=0.05)
+        assert data[:, 1].tolist() == pytest.approx(curves[key].tolist(), abs=0.03)
+    (rule,) = marks(svg, "line")  # the vertical line at h = ln 9 / β
+    x_pixels = float(rule["x1"]) * frame.dpi / 72
+    h01 = frame.axes[1].transData.inverted().transform((x_pixels, 0.0))[0]
+    assert h01 == pytest.approx(math.log(9) / 0.1, abs=0.05)
+
+
+def test_static_figure_draws_the_widget_marks_with_mathtext_and_no_overlap():
+    curves = loss_margin_curves(0.5)
+    figure = plot_loss_margin(curves)
+    loss_line = figure.axes[0].get_lines()[0]
+    weight_line = figure.axes[1].get_lines()[1]  # after the legend's proxy, before the line at ln 9/β
     assert loss_line.get_ydata().tolist() == pytest.approx(curves["loss"].tolist())
     assert weight_line.get_ydata().tolist() == pytest.approx(curves["weight"].tolist())
-    assert "0.1" in explorer.figure.axes[0].get_title()
-    assert bytes(explorer.image.value).startswith(b"\x89PNG")  # the plot the reader sees was re-rendered
+    assert overlapping_texts(figure) == [] and overlapping_texts(loss_margin_frame()) == []
+    labels = [t.get_text() for t in figure.findobj(Text)]
+    assert not any("_" in t and "$" not in t for t in labels), labels
 
 
 def test_stable_hooks_for_the_browser_tests():
@@ -87,7 +113,7 @@ def test_stable_hooks_for_the_browser_tests():
     assert CSS_SLIDER in explorer.slider._dom_classes
     assert CSS_PLOT in explorer.image._dom_classes
     assert CSS_SUMMARY in explorer.summary._dom_classes
-    for ax in explorer.figure.axes:
+    for ax in explorer.canvas.figure.axes:
         assert ax.get_title() and ax.get_xlabel() and ax.get_ylabel()
 
 

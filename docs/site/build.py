@@ -41,6 +41,7 @@ PROGRESS = {"FloatProgressModel", "IntProgressModel"}
 TEXT = {"HTMLModel", "HTMLMathModel", "LabelModel"}
 # A widget holding one of these (or a slider) is interactive; one with only a bar and labels is a tqdm bar.
 LIVE = {"ImageModel", "OutputModel", "ButtonModel"}
+LAYER = "dpo-svg-layer"  # dpo_teach.widgets.canvas.LAYER_CLASS: an image drawn on top of the image before it
 PARTS = [  # (title, first chapter number of the part)
     ("Part I — From RLHF to a closed form", 0),
     ("Part II — DPO on a language model", 5),
@@ -111,6 +112,8 @@ def progress_line(tree: list[dict]) -> str:
 def _control(model: dict) -> str | None:
     state, name = model["state"], model["model_name"]
     label = html.escape(state.get("description") or "")
+    if name == "SelectionSliderModel" and state.get("_options_labels"):
+        return f"<span>{label} = {html.escape(state['_options_labels'][state.get('index', 0)])}</span>"
     if name.endswith("SliderModel") and isinstance(state.get("value"), (int, float)):
         return f"<span>{label} = {state['value']:.3g}</span>"
     if name == "ButtonModel":
@@ -133,6 +136,13 @@ def _image_output(model: dict) -> dict | None:
     return nbformat.v4.new_output("display_data", data=data)
 
 
+def stack_svg(below: str, above: str) -> str:
+    """One SVG from two layers of the same size (``dpo_teach.widgets.canvas.layered_image``): the elements of
+    ``above`` are appended to ``below``, as the widget stacks the two images in one grid cell."""
+    body = above[above.index(">", above.index("<svg")) + 1 : above.rindex("</svg>")]
+    return below[: below.rindex("</svg>")] + body + "</svg>\n"
+
+
 def static_widget(model_id: str, models: dict) -> list[dict]:
     """The outputs standing in for widget view ``model_id``: a note with its controls, its readouts, figures."""
     tree = widget_tree(model_id, models)
@@ -149,7 +159,17 @@ def static_widget(model_id: str, models: dict) -> list[dict]:
     outputs = [nbformat.v4.new_output("display_data", data={"text/html": note + readouts})]
     for model in tree:
         if model["model_name"] == "ImageModel":
-            outputs += [out for out in [_image_output(model)] if out]
+            image = _image_output(model)
+            if (
+                image
+                and LAYER in model["state"].get("_dom_classes", [])
+                and "image/svg+xml" in outputs[-1].data
+            ):
+                outputs[-1].data["image/svg+xml"] = stack_svg(
+                    outputs[-1].data["image/svg+xml"], image.data["image/svg+xml"]
+                )
+            elif image:
+                outputs.append(image)
         elif model["model_name"] == "OutputModel":
             outputs += [nbformat.from_dict(out) for out in model["state"].get("outputs", [])]
     return outputs

@@ -30,17 +30,27 @@ class Verdict:
 
 
 def finite_number(name: str, value) -> float:
-    """``value`` as a float: a Python number or a one-element tensor, finite; else a ``TypeError`` naming ``name``.
+    """``value`` as a float: a Python number or a one-element tensor, finite. A ``TypeError`` naming ``name``
+    when it is no number, a ``ValueError`` when it is NaN or ±inf.
 
     The one reading of a reader's numeric answer that every chapter's checkers share.
     """
-    if (
-        hasattr(value, "numel") and hasattr(value, "item") and value.numel() == 1
-    ):  # a tensor, without importing torch
+    if hasattr(value, "numel") and hasattr(value, "item") and value.numel() == 1:  # a tensor, without torch
         value = value.item()
-    if isinstance(value, bool) or not isinstance(value, Real) or not math.isfinite(value):
+    if isinstance(value, bool) or not isinstance(value, Real):
         raise TypeError(f"{name} must be a finite number, got {value!r}; pass e.g. {name}=0.25.")
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value!r}; pass e.g. {name}=0.25.")
     return float(value)
 
 
-__all__ = ["Verdict", "finite_number"]
+def first_slip(matches, slips, otherwise: str) -> Verdict:
+    """The verdict on a wrong answer: the message of the first typical slip ``(value, message)`` whose value the
+    answer ``matches`` (a predicate, e.g. "within the tolerance of"), else the hint ``otherwise``."""
+    for value, message in slips:
+        if matches(value):
+            return Verdict(False, message)
+    return Verdict(False, otherwise)
+
+
+__all__ = ["Verdict", "finite_number", "first_slip"]

@@ -7,24 +7,14 @@
 from __future__ import annotations
 
 import math
-from numbers import Real
 
 import torch
 
 from dpo_teach._validate import check_finite, check_normalised, check_positive, check_tensor
-from dpo_teach.exercises import Verdict
+from dpo_teach.exercises import Verdict, finite_number, first_slip
 from dpo_teach.theory import bradley_terry_prob, expected_reward, kl_divergence
 
 _ATOL = 1e-4
-
-
-def _number(name: str, value) -> float:
-    """A real number from ``value`` (a Python number or a one-element floating tensor), else ``TypeError``."""
-    if isinstance(value, torch.Tensor) and value.numel() == 1 and value.is_floating_point():
-        value = value.item()
-    if isinstance(value, bool) or not isinstance(value, Real):
-        raise TypeError(f"{name} must be a number, got {type(value).__name__}; pass e.g. {name}=0.25.")
-    return float(value)
 
 
 def _pairwise_probs(rewards: torch.Tensor) -> torch.Tensor:
@@ -87,7 +77,7 @@ def check_objective_value(answer, policy_logps, ref_logps, rewards, beta) -> Ver
     tensors ``[K]``; ``beta`` > 0. Common slips (no KL term, the KL with the wrong sign or the wrong direction,
     β missing) are named in the verdict.
     """
-    answer = _number("answer", answer)
+    answer = finite_number("answer", answer)
     for name, value in (("policy_logps", policy_logps), ("ref_logps", ref_logps), ("rewards", rewards)):
         check_tensor(name, value)
         if value.dim() != 1:
@@ -114,11 +104,9 @@ def check_objective_value(answer, policy_logps, ref_logps, rewards, beta) -> Ver
             "you used KL(π_ref‖π); the objective penalises KL(π‖π_ref) = Σ π log(π/π_ref), weighted by π.",
         ),
     ]
-    for value, message in slips:
-        if close(value):
-            return Verdict(False, message)
-    return Verdict(
-        False,
+    return first_slip(
+        close,
+        slips,
         f"{answer:.4f} is off; compute E_π[r] = Σ π(y) r(y) and KL = Σ π(y) log(π(y)/π_ref(y)) "
         f"separately (E_π[r] should come out as {reward:.4f}) and combine them as E_π[r] − β KL.",
     )

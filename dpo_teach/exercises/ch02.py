@@ -11,8 +11,7 @@ import math
 import torch
 
 from dpo_teach._validate import check_finite, check_normalised, check_positive, check_tensor
-from dpo_teach.exercises import Verdict
-from dpo_teach.exercises.ch01 import _number
+from dpo_teach.exercises import Verdict, finite_number, first_slip
 from dpo_teach.theory import kl_divergence, log_partition_function, optimal_policy
 
 KL_TOLERANCE = 1e-3  # nats: how close KL(π*_β ‖ π_ref) must come to the target in exercise 2.2
@@ -41,7 +40,7 @@ def check_log_partition(answer, ref_logps, rewards, beta) -> Verdict:
     Args: ``answer`` a number; ``ref_logps`` (log π_ref) and ``rewards`` 1-D float tensors ``[K]``; ``beta`` > 0.
     Common slips (Z instead of log Z, β log Z, π_ref left out, r·β instead of r/β) are named in the verdict.
     """
-    answer = _number("answer", answer)
+    answer = finite_number("answer", answer)
     ref_logps, rewards = _one_prompt(ref_logps, rewards)
     beta = check_positive("beta", beta)
     truth = float(log_partition_function(ref_logps, rewards, beta))
@@ -64,11 +63,9 @@ def check_log_partition(answer, ref_logps, rewards, beta) -> Verdict:
         ),
         (float(torch.logsumexp(ref_logps + rewards * beta, 0)), "the exponent is r(y)/β, not r(y)·β."),
     ]
-    for value, message in slips:
-        if close(value):
-            return Verdict(False, message)
-    return Verdict(
-        False,
+    return first_slip(
+        close,
+        slips,
         f"{answer:.4f} is off; compute Σ_y π_ref(y)·exp(r(y)/β) and take its log "
         "(torch.logsumexp(ref_logps + rewards / beta, 0) does both without overflow).",
     )
@@ -81,7 +78,7 @@ def check_beta_for_kl(answer, ref_logps, rewards, target_kl) -> Verdict:
     ``rewards`` 1-D float tensors ``[K]``; ``target_kl`` in (0, KL_max), where KL_max = −log π_ref(argmax r)
     is the divergence of the β → 0 limit. KL(π*_β ‖ π_ref) decreases as β grows, so one β hits the target.
     """
-    answer = _number("answer", answer)
+    answer = finite_number("answer", answer)
     ref_logps, rewards = _one_prompt(ref_logps, rewards)
     target_kl = check_positive("target_kl", target_kl)
     best = rewards == rewards.max()
@@ -91,7 +88,7 @@ def check_beta_for_kl(answer, ref_logps, rewards, target_kl) -> Verdict:
             f"target_kl={target_kl} is not reachable: KL(π*_β‖π_ref) < {kl_max:.4f} for every β > 0 "
             "(its β → 0 limit, −log π_ref(argmax r)); pick a smaller target."
         )
-    if not math.isfinite(answer) or answer <= 0:
+    if answer <= 0:  # finite_number has ruled out NaN and ±inf
         return Verdict(False, f"β = {answer} is not allowed: β must be a finite number > 0.")
     kl = float(kl_divergence(optimal_policy(ref_logps, rewards, answer), ref_logps))
     if abs(kl - target_kl) <= KL_TOLERANCE:

@@ -11,7 +11,7 @@ from numbers import Real
 
 import torch
 
-from dpo_teach._validate import check_finite, check_positive, check_tensor
+from dpo_teach._validate import check_finite, check_positive, check_tensor, is_int
 from dpo_teach.exercises import Verdict
 from dpo_teach.losses import dpo_loss
 from dpo_teach.theory import dpo_gradient_weight
@@ -73,7 +73,7 @@ def check_dpo_logit_gradient(answer, policy_logits, ref_logps, chosen, rejected,
             f"got {list(answer.shape)}."
         )
     for name, index in (("chosen", chosen), ("rejected", rejected)):
-        if isinstance(index, bool) or not isinstance(index, int):
+        if not is_int(index):
             raise TypeError(f"{name} must be a response index (int), got {type(index).__name__}.")
         if not 0 <= index < policy_logits.numel():
             raise ValueError(f"{name}={index} is not a response index in [0, {policy_logits.numel()}).")

@@ -12,9 +12,8 @@ import math
 import torch
 
 from dpo_teach import theory
-from dpo_teach._validate import check_normalised, check_positive
-from dpo_teach.exercises import Verdict
-from dpo_teach.exercises.ch01 import _number
+from dpo_teach._validate import check_normalised, check_positive, is_int
+from dpo_teach.exercises import Verdict, finite_number
 
 
 def _rewards_of_pairs(world, rows) -> tuple[torch.Tensor, torch.Tensor]:
@@ -38,7 +37,7 @@ def check_loss_at_optimum(answer, world, rows) -> Verdict:
     is the Bradley–Terry negative log-likelihood of the *true* reward, whatever β is. ``rows``: the preference
     rows (list of dicts or a ``datasets.Dataset``); ``world`` supplies the true reward.
     """
-    answer = _number("answer", answer)
+    answer = finite_number("answer", answer)
     r_w, r_l = _rewards_of_pairs(world, rows)
     margin = r_w - r_l
     truth = float(-torch.nn.functional.logsigmoid(margin).mean())
@@ -67,12 +66,12 @@ def check_implicit_reward_offset(answer, ref_logps, rewards, beta, prompt: int =
     Args: ``ref_logps`` and ``rewards`` ``[P, N]`` (e.g. ``world.logprobs(ref_model)``, ``world.reward_table``),
     ``beta`` > 0, ``prompt`` a row index. The truth is :func:`dpo_teach.theory.log_partition_function` times β.
     """
-    answer = _number("answer", answer)
+    answer = finite_number("answer", answer)
     beta = check_positive("beta", beta)
     check_normalised("ref_logps", ref_logps)
     if not isinstance(rewards, torch.Tensor) or rewards.shape != ref_logps.shape:
         raise ValueError(f"rewards must be a tensor of the shape of ref_logps {list(ref_logps.shape)}.")
-    if isinstance(prompt, bool) or not isinstance(prompt, int) or not 0 <= prompt < ref_logps.shape[0]:
+    if not is_int(prompt) or not 0 <= prompt < ref_logps.shape[0]:
         raise ValueError(f"prompt={prompt!r} must be a row index in [0, {ref_logps.shape[0]}).")
     log_z = float(theory.log_partition_function(ref_logps[prompt].double(), rewards[prompt].double(), beta))
     truth = beta * log_z

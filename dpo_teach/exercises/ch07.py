@@ -14,8 +14,7 @@ import math
 import torch
 
 from dpo_teach._validate import check_normalised, check_positive
-from dpo_teach.exercises import Verdict
-from dpo_teach.exercises.ch01 import _number
+from dpo_teach.exercises import Verdict, finite_number, first_slip
 from dpo_teach.frontier import optimal_point
 
 KL_TOLERANCE = 1e-3  # nats: how close the mean KL(π*_β ‖ π_ref) must come to the target in exercise 7.1
@@ -35,7 +34,7 @@ def check_beta_for_mean_kl(answer, ref_logps, rewards, target_kl) -> Verdict:
     Args: ``answer`` the reader's β (β ≤ 0 is a wrong answer, not an error); ``ref_logps``, ``rewards``
     ``[P, N]``; ``target_kl`` in (0, :func:`max_mean_kl`). The mean KL falls monotonically as β grows.
     """
-    answer = _number("answer", answer)
+    answer = finite_number("answer", answer)
     target_kl = check_positive("target_kl", target_kl)
     limit = max_mean_kl(ref_logps, rewards)
     if target_kl >= limit:
@@ -43,7 +42,7 @@ def check_beta_for_mean_kl(answer, ref_logps, rewards, target_kl) -> Verdict:
             f"target_kl={target_kl} is not reachable: the mean KL(π*_β‖π_ref) stays below {limit:.4f} nats for "
             "every β > 0 (its β → 0 limit, the mean of −log π_ref(argmax r)); pick a smaller target."
         )
-    if not math.isfinite(answer) or answer <= 0:
+    if answer <= 0:  # finite_number has ruled out NaN and ±inf
         return Verdict(False, f"β = {answer} is not allowed: β must be a finite number > 0.")
     kl = optimal_point(ref_logps, rewards, answer)["kl"]
     if abs(kl - target_kl) <= KL_TOLERANCE:
@@ -69,7 +68,7 @@ def check_frontier_slope(answer, ref_logps, rewards, beta) -> Verdict:
     :data:`SLOPE_TOLERANCE` (relative) passes. Common slips — the reciprocal, dKL/dE, or the slope of the
     chord from π_ref — are named in the verdict.
     """
-    answer = _number("answer", answer)
+    answer = finite_number("answer", answer)
     beta = check_positive("beta", beta)
     lo, hi = (optimal_point(ref_logps, rewards, beta * (1 + s * 1e-4)) for s in (1, -1))
     slope = (hi["expected_reward"] - lo["expected_reward"]) / (hi["kl"] - lo["kl"])
@@ -87,11 +86,9 @@ def check_frontier_slope(answer, ref_logps, rewards, beta) -> Verdict:
         (1 / slope, "that is dKL/dE[r], the reciprocal; divide the change in reward by the change in KL."),
         (chord, "that is the slope of the chord from π_ref to π*_β; take two nearby β instead (a tangent)."),
     ]
-    for value, message in slips:
-        if close(value):
-            return Verdict(False, message)
-    return Verdict(
-        False,
+    return first_slip(
+        close,
+        slips,
         f"{answer:.4g} is off; compute optimal_point at β·1.01 and β·0.99 and divide the difference in "
         "expected_reward by the difference in kl.",
     )

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import math
 
+from dpo_teach._validate import is_int
 from dpo_teach.baselines import best_of_n_kl_bound, best_of_n_policy
-from dpo_teach.exercises import Verdict
-from dpo_teach.exercises.ch01 import _number
+from dpo_teach.exercises import Verdict, finite_number, first_slip
 from dpo_teach.frontier import policy_point
 
 KL_TOLERANCE = 1e-3  # nats
@@ -21,7 +21,7 @@ MAX_N = 4096  # exercise 8.2 searches N up to this many draws
 
 
 def _count(name: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
+    if not is_int(value):
         raise TypeError(
             f"{name} must be an int (a number of draws), got {type(value).__name__}; pass e.g. {name}=8."
         )
@@ -35,7 +35,7 @@ def best_of_n_point(ref_logps, rewards, n: int) -> dict:
 
 def check_best_of_n_kl(answer, ref_logps, rewards, n) -> Verdict:
     """Exercise 8.1: is ``answer`` the mean KL(π_BoN ‖ π_ref) of best-of-``n`` (± :data:`KL_TOLERANCE`)?"""
-    answer = _number("answer", answer)
+    answer = finite_number("answer", answer)
     n = _count("n", n)
     if n < 1:
         raise ValueError(f"n={n} must be ≥ 1 (the number of draws).")
@@ -56,11 +56,9 @@ def check_best_of_n_kl(answer, ref_logps, rewards, n) -> Verdict:
             "log N is the KL of a policy that keeps 1/N of π_ref's mass; best-of-N is softer than that.",
         ),
     ]
-    for value, message in slips:
-        if abs(answer - value) <= KL_TOLERANCE:
-            return Verdict(False, message)
-    return Verdict(
-        False,
+    return first_slip(
+        lambda value: abs(answer - value) <= KL_TOLERANCE,
+        slips,
         f"{answer:.4f} is off; take best_of_n_policy(ref_logps, rewards, {n}) and average "
         "theory.kl_divergence(policy, ref_logps) over the prompts.",
     )
@@ -69,7 +67,7 @@ def check_best_of_n_kl(answer, ref_logps, rewards, n) -> Verdict:
 def check_best_of_n_to_match(answer, ref_logps, rewards, target_reward) -> Verdict:
     """Exercise 8.2: is ``answer`` the smallest N whose best-of-N reaches mean E[r] ≥ ``target_reward``?"""
     answer = _count("answer", answer)
-    target_reward = _number("target_reward", target_reward)
+    target_reward = finite_number("target_reward", target_reward)
     best = float(rewards.double().max(-1).values.mean())
     if target_reward >= best:
         raise ValueError(

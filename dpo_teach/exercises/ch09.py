@@ -10,21 +10,8 @@ from __future__ import annotations
 import math
 from numbers import Real
 
-import torch
-
 from dpo_teach._validate import check_label_smoothing, check_positive
-from dpo_teach.exercises import Verdict
-
-
-def _number(answer, what: str) -> float:
-    if isinstance(answer, torch.Tensor) and answer.numel() == 1 and answer.is_floating_point():
-        answer = answer.item()
-    if isinstance(answer, bool) or not isinstance(answer, Real):
-        raise TypeError(f"answer must be a number ({what}), got {type(answer).__name__}.")
-    answer = float(answer)
-    if not math.isfinite(answer):
-        raise ValueError(f"answer must be a finite number ({what}), got {answer}.")
-    return answer
+from dpo_teach.exercises import Verdict, finite_number
 
 
 def _close(a: float, b: float) -> bool:
@@ -37,7 +24,7 @@ def check_cdpo_margin(answer, beta=0.1, label_smoothing=0.1) -> Verdict:
     The loss is −(1 − ε) log σ(βh) − ε log σ(−βh) (:func:`dpo_teach.losses.dpo_loss` with
     ``label_smoothing`` = ε). Args: ``answer`` a real number; ``beta`` > 0; ``label_smoothing`` ε in (0, 0.5).
     """
-    answer = _number(answer, "a log-ratio margin h")
+    answer = finite_number("answer", answer)
     beta = check_positive("beta", beta)
     eps = check_label_smoothing(label_smoothing)
     if eps == 0:
@@ -78,7 +65,7 @@ def check_ipo_rejected_prob(answer, tau=0.25, ref_chosen_prob=0.5) -> Verdict:
     (h − 1/(2τ))² is zero at h = log π_θ(y_w)/π_ref(y_w) − log π_θ(y_l)/π_ref(y_l) = 1/(2τ), so
     π_θ(y_l) = σ(−(logit π_ref(y_w) + 1/(2τ))). Args: ``answer`` in [0, 1]; ``tau`` > 0; ``ref_chosen_prob`` in (0, 1).
     """
-    answer = _number(answer, "a probability π_θ(y_l)")
+    answer = finite_number("answer", answer)
     tau = check_positive("tau", tau)
     if (
         isinstance(ref_chosen_prob, bool)

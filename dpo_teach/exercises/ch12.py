@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 
-from dpo_teach.exercises import Verdict, finite_number
+from dpo_teach.exercises import Verdict, finite_number, first_slip
 
 
 def _sigmoid(z: float) -> float:
@@ -53,11 +53,9 @@ def check_noisy_margin(answer, reward_gap=2.0, label_noise=0.2) -> Verdict:
          "the margin is the logit of that mixture."),
         (math.log(p), "that is log p; the margin solves σ(h) = p, i.e. h = log p − log(1 − p)."),
     ]  # fmt: skip
-    for value, hint in hints:
-        if close(value):
-            return Verdict(False, hint)
-    return Verdict(
-        False,
+    return first_slip(
+        close,
+        hints,
         f"{answer:.4g} is not it: the population loss of the pair is −p log σ(h) − (1 − p) log σ(−h); set its "
         "derivative to 0.",
     )

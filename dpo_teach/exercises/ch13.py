@@ -11,7 +11,7 @@ import math
 
 import torch
 
-from dpo_teach.exercises import Verdict, finite_number
+from dpo_teach.exercises import Verdict, finite_number, first_slip
 from dpo_teach.memory import training_memory
 
 
@@ -61,11 +61,9 @@ def check_dpo_memory_gb(answer, n_params=7e9) -> Verdict:
             "that is the bf16 weights of the policy and the reference only; add gradients and optimizer.",
         ),
     ]
-    for value, hint in hints:
-        if close(value):
-            return Verdict(False, hint)
-    return Verdict(
-        False,
+    return first_slip(
+        close,
+        hints,
         f"{answer:.4g} GB is not it. Count bytes per parameter: policy weights, gradients, float32 master copy, "
         "two Adam states, and the reference model's weights; multiply by the parameter count.",
     )

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from dpo_teach.exercises import Verdict
-from dpo_teach.exercises.ch01 import _number
+from dpo_teach.exercises import Verdict, finite_number
 from dpo_teach.rso import acceptance_distribution
 from dpo_teach.trainers.policy_gradient import rloo_advantages
 
@@ -20,8 +19,8 @@ ADVANTAGE_TOLERANCE = 1e-6
 
 def check_acceptance_rate(answer, ref_logps, rewards, beta) -> Verdict:
     """Is ``answer`` RSO's mean acceptance rate on the tables ``ref_logps``, ``rewards`` ``[P, N]`` at ``beta``?"""
-    answer = _number("answer", answer)
-    beta = _number("beta", beta)
+    answer = finite_number("answer", answer)
+    beta = finite_number("beta", beta)
     if beta <= 0:
         raise ValueError(f"beta={beta} must be > 0.")
     _, rate = acceptance_distribution(ref_logps, rewards, beta)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from dpo_teach._validate import is_int
 from dpo_teach.exercises import Verdict
 from dpo_teach.plotting import DPO_PIPELINE, RLHF_PIPELINE, models_in_memory
 
 
 def _count(name: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
+    if not is_int(value):
         raise TypeError(
             f"{name} must be an int (a number of networks), got {type(value).__name__}; e.g. {name}=3."
         )

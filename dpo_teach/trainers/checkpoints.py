@@ -18,13 +18,10 @@ named explicitly must be intact.
 
 from __future__ import annotations
 
-import base64
 import hashlib
-import io
 import json
 import os
 import pickle
-import random
 import re
 import shutil
 import tempfile
@@ -32,11 +29,12 @@ import time
 import warnings
 from pathlib import Path
 
-import numpy as np
 import torch
 from safetensors.torch import load_file
 
+from dpo_teach._validate import check_writable
 from dpo_teach.checksums import checksum_mismatches, folder_checksums
+from dpo_teach.seed import rng_state, set_rng_state
 
 STATE_FILE = "trainer_state.json"
 OPTIM_FILE = "optimizer.pt"
@@ -52,46 +50,6 @@ class CorruptCheckpoint(ValueError):
 
 
 # ---------------------------------------------------------------------------------------------- RNG states
-def _encode_tensor(t: torch.Tensor) -> str:
-    buf = io.BytesIO()
-    torch.save(t, buf)
-    return base64.b64encode(buf.getvalue()).decode("ascii")
-
-
-def _decode_tensor(s: str) -> torch.Tensor:
-    return torch.load(io.BytesIO(base64.b64decode(s)), weights_only=True)
-
-
-def rng_state(generator: torch.Generator | None = None) -> dict:
-    """The RNG states (Python, NumPy, torch CPU/CUDA, and ``generator``) as a JSON-serialisable dict."""
-    np_state = np.random.get_state()  # noqa: NPY002 (seed_everything seeds the legacy global state)
-    state = {
-        "python": [random.getstate()[0], list(random.getstate()[1]), random.getstate()[2]],
-        "numpy": [np_state[0], np_state[1].tolist(), *np_state[2:]],
-        "torch": _encode_tensor(torch.get_rng_state()),
-        "cuda": [_encode_tensor(s) for s in torch.cuda.get_rng_state_all()]
-        if torch.cuda.is_available()
-        else [],
-    }
-    if generator is not None:
-        state["generator"] = _encode_tensor(generator.get_state())
-    return state
-
-
-def set_rng_state(state: dict, generator: torch.Generator | None = None) -> None:
-    """Restore what :func:`rng_state` captured."""
-    py = state["python"]
-    random.setstate((py[0], tuple(py[1]), py[2]))
-    np.random.set_state(  # noqa: NPY002
-        (state["numpy"][0], np.array(state["numpy"][1], dtype=np.uint32), *state["numpy"][2:])
-    )
-    torch.set_rng_state(_decode_tensor(state["torch"]))
-    if state["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all([_decode_tensor(s) for s in state["cuda"]])
-    if generator is not None and "generator" in state:
-        generator.set_state(_decode_tensor(state["generator"]))
-
-
 # ---------------------------------------------------------------------------------------------- the data
 def data_fingerprint(examples) -> str:
     """SHA-256 of the tokenised training examples, in order: every ``*_ids`` token list and KTO's ``label``.
@@ -131,7 +89,7 @@ def check_output_dir(output_dir, *, overwrite: bool = False, resuming: bool = Fa
     if not isinstance(output_dir, (str, os.PathLike)):
         raise TypeError(f"output_dir must be a folder path (str), got {type(output_dir).__name__}.")
     path = Path(output_dir).expanduser()
-    _check_writable(path)
+    check_writable("output_dir", path, "pass a folder you can write to (it is created if missing)")
     earlier = [p.name for p in numbered_checkpoints(path)]
     earlier += sorted(p.name for pattern in _WEIGHTS for p in path.glob(pattern))
     if earlier and not resuming:
@@ -146,29 +104,8 @@ def check_output_dir(output_dir, *, overwrite: bool = False, resuming: bool = Fa
     return path
 
 
-def _check_writable(path: Path) -> None:
-    """Create the folder ``path`` and write a probe file into it; ``ValueError`` naming the cause if not."""
-    for place in (path, *path.parents):  # the nearest part of the path that exists must be a folder
-        if place.exists():
-            if not place.is_dir():
-                where = "is an existing file" if place == path else f"lies under {str(place)!r}, a file"
-                raise ValueError(
-                    f"output_dir={str(path)!r} {where}; pass a folder path (it is created if missing)."
-                )
-            break
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path, prefix=".write-test-"):
-            pass
-    except OSError as err:
-        raise ValueError(
-            f"output_dir={str(path)!r} cannot be written ({type(err).__name__}: {err.strerror or err}); "
-            "pass a folder you can write to."
-        ) from err
-
-
 # ---------------------------------------------------------------------------------------------- writing
-def save_checkpoint(path, *, model, optimizer, scheduler, state: dict, generator=None) -> Path:
+def save_checkpoint(path, *, model, optimizer, scheduler, state: dict) -> Path:
     """Write a resumable checkpoint folder at ``path``, atomically (temporary sibling folder, then rename).
 
     ``state`` must be JSON-serialisable; by convention it holds ``step``, ``position`` (micro-batches
@@ -182,7 +119,7 @@ def save_checkpoint(path, *, model, optimizer, scheduler, state: dict, generator
         torch.save(
             {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}, tmp / OPTIM_FILE
         )
-        (tmp / STATE_FILE).write_text(json.dumps({**state, "rng": rng_state(generator)}), encoding="utf-8")
+        (tmp / STATE_FILE).write_text(json.dumps({**state, "rng": rng_state()}), encoding="utf-8")
         manifest = {"format": CHECKPOINT_FORMAT, "files": folder_checksums(tmp)}
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True), encoding="utf-8")
         _replace_folder(tmp, path)
@@ -254,7 +191,51 @@ def find_checkpoint(output_dir) -> tuple[Path, dict]:
     )
 
 
-def load_checkpoint(path, *, model, optimizer, scheduler, generator=None, state: dict | None = None) -> dict:
+def prepare_output_dir(output_dir, resume_from_checkpoint, *, overwrite: bool) -> Path | None:
+    """``output_dir`` checked and writable (:func:`check_output_dir`) before anything trains; None without one.
+
+    A run may write into a folder that holds checkpoints only when it continues one of them
+    (``resume_from_checkpoint`` True, or a ``checkpoint-N`` folder inside ``output_dir``)."""
+    if resume_from_checkpoint is True and output_dir is None:
+        raise ValueError(
+            "resume_from_checkpoint=True resumes the latest checkpoint under output_dir, but output_dir is "
+            "None; pass output_dir=... or the path of a checkpoint-N folder."
+        )
+    if output_dir is None:
+        return None
+    into = resume_from_checkpoint is True or (
+        bool(resume_from_checkpoint)
+        and Path(resume_from_checkpoint).expanduser().resolve().parent
+        == Path(output_dir).expanduser().resolve()
+    )
+    return check_output_dir(output_dir, overwrite=overwrite, resuming=into)
+
+
+def checkpoint_to_resume(
+    resume_from_checkpoint, output_dir, config: dict, data: str
+) -> tuple[Path, dict] | None:
+    """The checkpoint to resume, verified and compared with this run's ``config`` (the fields that must not
+    change) and ``data`` (:func:`data_fingerprint`): ``(path, state)``, or None for a fresh run."""
+    if not resume_from_checkpoint:
+        return None
+    if resume_from_checkpoint is True:
+        path, state = find_checkpoint(output_dir)
+    else:
+        path, state = Path(resume_from_checkpoint), read_checkpoint(resume_from_checkpoint)
+    if state["config"] != config:
+        changed = sorted(k for k in {*state["config"], *config} if state["config"].get(k) != config.get(k))
+        raise ValueError(
+            f"the checkpoint was written with different settings {changed}; resume with the same config."
+        )
+    if state["data"] != data:
+        raise ValueError(
+            f"checkpoint {str(path)!r} was trained on other data (the tokenised train_rows differ); resume "
+            "with the same train_rows, tokenizer and truncation settings, or start a new run."
+        )
+    return path, state
+
+
+def load_checkpoint(path, *, model, optimizer, scheduler, state: dict | None = None) -> dict:
     """Load a checkpoint written by :func:`save_checkpoint` into the given objects (in place) and restore the
     RNG states; returns the state dict. ``state``: what :func:`read_checkpoint` already returned for ``path``
     (it is verified here otherwise)."""
@@ -264,7 +245,7 @@ def load_checkpoint(path, *, model, optimizer, scheduler, generator=None, state:
     saved = _refuse_pickles(
         path / OPTIM_FILE, torch.load, path / OPTIM_FILE, weights_only=True, map_location=device
     )
-    _refuse_pickles(path / STATE_FILE, set_rng_state, state.pop("rng"), generator)
+    _refuse_pickles(path / STATE_FILE, set_rng_state, state.pop("rng"))
     weights = {}
     for shard in sorted(path.glob("model*.safetensors")):  # one file, or shards of a large model
         weights.update(load_file(shard, device=str(device)))

@@ -8,23 +8,24 @@ Checkpoints, resuming and the output folder are in :mod:`dpo_teach.trainers.chec
 
 from __future__ import annotations
 
-import math
-
 import torch
 from tqdm.auto import tqdm
 
-from dpo_teach._validate import model_max_positions
+from dpo_teach._validate import check_positive, model_max_positions
 from dpo_teach.device import get_device
 
 
-def check_positive(name: str, value, kind=(int, float), allow_zero: bool = False) -> None:
-    """Raise ``TypeError``/``ValueError`` naming ``name`` unless ``value`` is a positive number of ``kind``."""
-    if isinstance(value, bool) or not isinstance(value, kind):
-        wanted = " or ".join(k.__name__ for k in (kind if isinstance(kind, tuple) else (kind,)))
-        raise TypeError(f"{name} must be of type {wanted}, got {type(value).__name__} {value!r}.")
-    if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
-        bound = "≥ 0" if allow_zero else "> 0"
-        raise ValueError(f"{name}={value!r} must be finite and {bound}.")
+def resolve_config(kind, config, overrides: dict, accepted: str | None = None):
+    """A trainer's settings: ``config`` (an instance of the dataclass ``kind``) or ``kind(**overrides)``, not
+    both; a ``TypeError`` that names the fix otherwise (``accepted``: how it names what ``config`` may be)."""
+    if config is not None and overrides:
+        raise TypeError(
+            f"pass either config={kind.__name__}(...) or keyword options, not both (got {sorted(overrides)})."
+        )
+    cfg = config if config is not None else kind(**overrides)
+    if type(cfg) is not kind:
+        raise TypeError(f"config must be {accepted or 'a ' + kind.__name__}, got {type(cfg).__name__}.")
+    return cfg
 
 
 def check_fits(model, data, max_length) -> None:
@@ -88,7 +89,7 @@ def prepare_model(model: torch.nn.Module, device=None, train: bool = True) -> to
     return model
 
 
-def micro_batches(n_examples: int, batch_size: int, epochs: int, seed: int, shuffle: bool = True):
+def micro_batches(n_examples: int, batch_size: int, epochs: int, seed: int):
     """The whole run's micro-batches: a list of ``(epoch, [example indices])``, fixed by ``seed``.
 
     Epoch ``e`` is a permutation drawn from ``torch.Generator().manual_seed(seed + e)``; the last partial batch
@@ -96,10 +97,7 @@ def micro_batches(n_examples: int, batch_size: int, epochs: int, seed: int, shuf
     """
     out = []
     for epoch in range(epochs):
-        if shuffle:
-            order = torch.randperm(n_examples, generator=torch.Generator().manual_seed(seed + epoch)).tolist()
-        else:
-            order = list(range(n_examples))
+        order = torch.randperm(n_examples, generator=torch.Generator().manual_seed(seed + epoch)).tolist()
         out += [(epoch, order[i : i + batch_size]) for i in range(0, n_examples, batch_size)]
     return out
 

@@ -23,11 +23,11 @@ from __future__ import annotations
 
 import torch
 
+from dpo_teach._validate import check_positive
 from dpo_teach.data import encode_prompt
 from dpo_teach.seed import seed_everything
-from dpo_teach.trainers.common import check_positive
 from dpo_teach.trainers.dpo import train_dpo
-from dpo_teach.trainers.rollouts import as_reward_fn, call_reward, sample_completions
+from dpo_teach.trainers.rollouts import as_reward_fn, call_reward, check_prompts, sample_completions
 
 
 def sample_on_policy_pairs(policy, tokenizer, prompts, n, generator, *, max_new_tokens, stop_token_id=None,
@@ -102,8 +102,7 @@ def train_iterative_dpo(
     """
     for name in ("rounds", "pairs_per_round", "max_new_tokens"):
         check_positive(name, locals()[name], int)
-    if isinstance(prompts, str) or not prompts or not all(isinstance(p, str) for p in prompts):
-        raise TypeError("prompts must be a non-empty list of strings (e.g. world.prompts).")
+    check_prompts(prompts)
     if ref_model is None or ref_model is policy:
         raise ValueError("ref_model must be a frozen copy of π_ref, not None or the policy itself.")
     judge_fn = as_reward_fn(judge, tokenizer)

@@ -31,23 +31,20 @@ step: ``objective/kl`` (mean Σ_t log π_old/π_ref), ``objective/scores``, ``ob
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 
 import torch
 
-from dpo_teach.data import encode_prompt
-from dpo_teach.seed import seed_everything
+from dpo_teach._validate import check_positive
 from dpo_teach.trainers.common import (
     MetricLogger,
-    check_positive,
     clip_and_step,
     make_optimizer,
-    prepare_model,
+    resolve_config,
     warmup_scheduler,
 )
 from dpo_teach.trainers.ppo import _forward, masked_mean, sample_and_score
-from dpo_teach.trainers.rollouts import as_reward_fn
+from dpo_teach.trainers.rollouts import check_prompts, prepare_on_policy
 
 
 @dataclass
@@ -159,7 +156,7 @@ def train_rloo(
     Arguments as :func:`dpo_teach.trainers.ppo.train_ppo`, with ``config=RLOOConfig(...)`` or its fields as
     keywords. Returns the metrics history (one dict per step). Same ``seed`` → same history.
     """
-    cfg = _config(RLOOConfig, config, overrides)
+    cfg = resolve_config(RLOOConfig, config, overrides)
     return _train(policy, tokenizer, prompts, reward, cfg, ref_model, callback, "RLOO")
 
 
@@ -168,19 +165,8 @@ def train_grpo(
 ):
     """Train ``policy`` (in place) by GRPO (the module docstring's loss); ``config=GRPOConfig(...)`` or its
     fields as keywords. Returns the metrics history (one dict per step). Same ``seed`` → same history."""
-    cfg = _config(GRPOConfig, config, overrides)
+    cfg = resolve_config(GRPOConfig, config, overrides)
     return _train(policy, tokenizer, prompts, reward, cfg, ref_model, callback, "GRPO")
-
-
-def _config(kind, config, overrides):
-    if config is not None and overrides:
-        raise TypeError(
-            f"pass either config={kind.__name__}(...) or keyword options, not both (got {sorted(overrides)})."
-        )
-    cfg = config if config is not None else kind(**overrides)
-    if type(cfg) is not kind:
-        raise TypeError(f"config must be a {kind.__name__}, got {type(cfg).__name__}.")
-    return cfg
 
 
 def _advantages(cfg, scores, kl) -> torch.Tensor:
@@ -192,16 +178,11 @@ def _advantages(cfg, scores, kl) -> torch.Tensor:
 
 def _train(policy, tokenizer, prompts, reward, cfg, ref_model, callback, name):
     """The loop both share: rollouts in groups of k, advantages, ``num_iterations`` updates per batch."""
-    if isinstance(prompts, str) or not prompts or not all(isinstance(p, str) for p in prompts):
-        raise TypeError("prompts must be a non-empty list of strings (e.g. world.prompts).")
-    reward_fn = as_reward_fn(reward, tokenizer)
-    generator = seed_everything(cfg.seed)
-    ref_model = copy.deepcopy(policy) if ref_model is None else ref_model
-    prepare_model(ref_model, cfg.device, train=False)
-    policy = prepare_model(policy, cfg.device, train=True)
+    policy, ref_model, reward_fn, generator, prompt_ids = prepare_on_policy(
+        policy, tokenizer, check_prompts(prompts), reward, ref_model, cfg
+    )
     optimizer = make_optimizer(policy, cfg.lr)
     scheduler = warmup_scheduler(optimizer, cfg.warmup_steps)
-    prompt_ids = [encode_prompt(tokenizer, p) for p in prompts]
     iterations = getattr(cfg, "num_iterations", 1)
     logger = MetricLogger(
         cfg.steps, name, progress=cfg.progress, callback=callback, show=("objective/scores", "objective/kl")

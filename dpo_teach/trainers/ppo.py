@@ -28,25 +28,28 @@ Metrics per step (TRL's PPO names, without its ``_avg`` suffixes): ``objective/k
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 
 import torch
 
-from dpo_teach._validate import check_token_id, check_trainer_inputs, model_max_positions, model_vocab_size
+from dpo_teach._validate import (
+    check_positive,
+    check_token_id,
+    check_trainer_inputs,
+    model_max_positions,
+    model_vocab_size,
+)
 from dpo_teach.data import encode_prompt, pad_sequences
 from dpo_teach.device import autocast
 from dpo_teach.logprobs import per_token_logps, response_mask
-from dpo_teach.seed import seed_everything
 from dpo_teach.trainers.common import (
     MetricLogger,
-    check_positive,
     clip_and_step,
     make_optimizer,
-    prepare_model,
+    resolve_config,
     warmup_scheduler,
 )
-from dpo_teach.trainers.rollouts import as_reward_fn, call_reward, sample_completions
+from dpo_teach.trainers.rollouts import call_reward, check_prompts, prepare_on_policy, sample_completions
 
 
 @dataclass
@@ -267,21 +270,11 @@ def train_ppo(policy, tokenizer, prompts, reward, config=None, *, ref_model=None
     or its fields as keywords (``kl_coef=0.1, steps=50``), not both. Returns the metrics history (one dict per
     step, module docstring); ``callback(metrics)`` after each step. Same ``seed`` → same history.
     """
-    if config is not None and overrides:
-        raise TypeError(
-            f"pass either config=PPOConfig(...) or keyword options, not both (got {sorted(overrides)})."
-        )
-    cfg = config if config is not None else PPOConfig(**overrides)
-    if not isinstance(cfg, PPOConfig):
-        raise TypeError(f"config must be a PPOConfig, got {type(cfg).__name__}.")
-    if isinstance(prompts, str) or not prompts or not all(isinstance(p, str) for p in prompts):
-        raise TypeError("prompts must be a non-empty list of strings (e.g. world.prompts).")
-    _check_inputs(policy, tokenizer, ref_model, prompts, cfg)
-    reward_fn = as_reward_fn(reward, tokenizer)
-    generator = seed_everything(cfg.seed)
-    ref_model = copy.deepcopy(policy) if ref_model is None else ref_model
-    prepare_model(ref_model, cfg.device, train=False)
-    policy = prepare_model(policy, cfg.device, train=True)
+    cfg = resolve_config(PPOConfig, config, overrides)
+    _check_inputs(policy, tokenizer, ref_model, check_prompts(prompts), cfg)
+    policy, ref_model, reward_fn, generator, prompt_ids = prepare_on_policy(
+        policy, tokenizer, prompts, reward, ref_model, cfg
+    )
     device = next(policy.parameters()).device
     value_head = torch.nn.Linear(policy.config.hidden_size, 1).to(device)
     torch.nn.init.zeros_(value_head.weight)
@@ -289,7 +282,6 @@ def train_ppo(policy, tokenizer, prompts, reward, config=None, *, ref_model=None
     trained = torch.nn.ModuleList([policy, value_head])
     optimizer = make_optimizer(trained, cfg.lr)
     scheduler = warmup_scheduler(optimizer, cfg.warmup_steps)
-    prompt_ids = [encode_prompt(tokenizer, p) for p in prompts]
     n_updates = cfg.ppo_epochs * -(-cfg.batch_size // cfg.mini_batch_size)
     logger = MetricLogger(
         cfg.steps, "PPO", progress=cfg.progress, callback=callback, show=("objective/scores", "objective/kl")

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from dpo_teach import chat
-from dpo_teach._validate import check_tokenizer, check_trainer_inputs
+from dpo_teach._validate import check_positive, check_tokenizer, check_trainer_inputs
 from dpo_teach.data import (
     PreferenceCollator,
     encode_completion,
@@ -38,11 +38,11 @@ from dpo_teach.seed import seed_everything
 from dpo_teach.trainers.common import (
     MetricLogger,
     check_fits,
-    check_positive,
     clip_and_step,
     make_optimizer,
     micro_batches,
     prepare_model,
+    resolve_config,
     warmup_scheduler,
 )
 
@@ -182,13 +182,7 @@ def train_reward_model(
     Dropout is off and the same ``seed`` gives the same history. The model is left in eval mode.
     """
     _check_reward_model(reward_model)
-    if config is not None and overrides:
-        raise TypeError(
-            f"pass either config=RewardConfig(...) or keyword options, not both (got {sorted(overrides)})."
-        )
-    cfg = config if config is not None else RewardConfig(**overrides)
-    if not isinstance(cfg, RewardConfig):
-        raise TypeError(f"config must be a RewardConfig, got {type(cfg).__name__}.")
+    cfg = resolve_config(RewardConfig, config, overrides)
     check_trainer_inputs(reward_model.lm, tokenizer)
     seed_everything(cfg.seed)
     data = tokenize_preference(load_preference_rows(rows), tokenizer, max_length=cfg.max_length)

@@ -1,4 +1,5 @@
-"""Sampling responses from a policy and scoring them: what PPO's rollouts and best-of-N sampling share.
+"""Sampling responses from a policy and scoring them: what PPO's, RLOO/GRPO's and online DPO's rollouts and
+best-of-N sampling share, and the set-up before an on-policy trainer's first step.
 
 A *reward* here is either a :class:`~dpo_teach.trainers.reward.RewardModel` (scored on the decoded text, tokenised
 exactly as in its training) or any callable ``(prompts, responses) -> tensor [B]`` — e.g. a world's true reward
@@ -7,10 +8,34 @@ exactly as in its training) or any callable ``(prompts, responses) -> tensor [B]
 
 from __future__ import annotations
 
+import copy
+
 import torch
 
+from dpo_teach.data import encode_prompt
 from dpo_teach.models import sample_token_ids
+from dpo_teach.seed import seed_everything
+from dpo_teach.trainers.common import prepare_model
 from dpo_teach.trainers.reward import RewardModel
+
+
+def check_prompts(prompts) -> list[str]:
+    """``prompts`` if it is a non-empty list of strings (the prompts an on-policy trainer draws from)."""
+    if isinstance(prompts, str) or not prompts or not all(isinstance(p, str) for p in prompts):
+        raise TypeError("prompts must be a non-empty list of strings (e.g. world.prompts).")
+    return prompts
+
+
+def prepare_on_policy(policy, tokenizer, prompts, reward, ref_model, cfg):
+    """What PPO, RLOO and GRPO do before their first step, in this order: the reward as a function, the seeded
+    generator, π_ref (a frozen copy of ``policy`` when None) in eval mode, the policy in train mode, the
+    prompts' token ids. Returns ``(policy, ref_model, reward_fn, generator, prompt_ids)``."""
+    reward_fn = as_reward_fn(reward, tokenizer)
+    generator = seed_everything(cfg.seed)
+    ref_model = copy.deepcopy(policy) if ref_model is None else ref_model
+    prepare_model(ref_model, cfg.device, train=False)
+    policy = prepare_model(policy, cfg.device, train=True)
+    return policy, ref_model, reward_fn, generator, [encode_prompt(tokenizer, p) for p in prompts]
 
 
 def sample_completions(
@@ -66,4 +91,4 @@ def call_reward(reward_fn, prompts: list[str], responses: list[str], device=None
     return scores
 
 
-__all__ = ["as_reward_fn", "call_reward", "sample_completions"]
+__all__ = ["as_reward_fn", "call_reward", "check_prompts", "prepare_on_policy", "sample_completions"]

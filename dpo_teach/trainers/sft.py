@@ -17,14 +17,13 @@ from __future__ import annotations
 import torch
 
 from dpo_teach import distributed as DIST
-from dpo_teach._validate import check_trainer_inputs
+from dpo_teach._validate import check_positive, check_trainer_inputs
 from dpo_teach.data import SFTCollator, load_sft_rows, tokenize_sft
 from dpo_teach.logprobs import forward_logps, response_lengths
 from dpo_teach.seed import seed_everything
 from dpo_teach.trainers.common import (
     MetricLogger,
     check_fits,
-    check_positive,
     clip_and_step,
     make_optimizer,
     micro_batches,

@@ -7,7 +7,6 @@ the widget plus handles the tests and the browser tests can drive.
 
 from __future__ import annotations
 
-import io
 import math
 
 from dpo_teach._validate import check_positive
@@ -15,51 +14,99 @@ from dpo_teach._validate import check_positive
 SLIDER_DESCRIPTION = "β"
 
 
-def log_beta_slider(beta: float, beta_min: float, beta_max: float, css_class: str):
-    """A log-scale β slider over [beta_min, beta_max] (validated first, so a bad β fails here with a clear
-    message rather than inside a callback); ``css_class`` lets the browser tests find it."""
+#: The mantissas of the β grid in every decade: round numbers, about 1.2× apart, so that the values the chapters
+#: use (0.05, 0.1, 0.25, 0.5, 0.7, 1, 2, 5, ...) are on it *exactly* (a log slider's 10^(k·step) never is).
+GRID_MANTISSAS = (1.0, 1.2, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0)
+
+
+def beta_grid(beta_min: float, beta_max: float) -> list[float]:
+    """The slider's β values in [beta_min, beta_max]: each decade's :data:`GRID_MANTISSAS`, as the floats the
+    decimal literals give (``0.5``, not ``0.501``), increasing. Both ends must lie on the grid."""
+    beta_min = check_positive("beta_min", beta_min)
+    beta_max = check_positive("beta_max", beta_max)
+    if not beta_min < beta_max:
+        raise ValueError(f"beta_min={beta_min} must be below beta_max={beta_max}; widen the range.")
+    grid = [
+        float(f"{m}e{e}")
+        for e in range(math.floor(math.log10(beta_min)) - 1, math.ceil(math.log10(beta_max)) + 1)
+        for m in GRID_MANTISSAS
+    ]
+    grid = sorted({v for v in grid if beta_min * (1 - 1e-12) <= v <= beta_max * (1 + 1e-12)})
+    for name, end in (("beta_min", beta_min), ("beta_max", beta_max)):
+        if not any(math.isclose(v, end, rel_tol=1e-12) for v in grid):
+            raise ValueError(
+                f"{name}={end} is not on the β grid (mantissas {', '.join(f'{m:g}' for m in GRID_MANTISSAS)} "
+                "in every decade); pick a grid value such as 0.01, 0.05, 20 or 100."
+            )
+    return grid
+
+
+def beta_slider(beta: float, beta_min: float, beta_max: float, css_class: str):
+    """A β slider over :func:`beta_grid` (an ``ipywidgets.SelectionSlider``: every position is an exact β, and
+    the arrow keys step through the grid). Validated first, so a bad β fails here with a clear message rather
+    than inside a callback; ``css_class`` lets the browser tests find it."""
     import ipywidgets as widgets
 
     beta = check_positive("beta", beta)
-    beta_min = check_positive("beta_min", beta_min)
-    beta_max = check_positive("beta_max", beta_max)
-    if not beta_min <= beta <= beta_max:
+    grid = beta_grid(beta_min, beta_max)
+    if not grid[0] <= beta <= grid[-1]:
         raise ValueError(
             f"beta={beta} is outside [beta_min, beta_max] = [{beta_min}, {beta_max}]; widen the range."
         )
-    slider = widgets.FloatLogSlider(
-        value=beta,
-        base=10,
-        min=math.log10(beta_min),
-        max=math.log10(beta_max),
-        step=0.01,
+    slider = widgets.SelectionSlider(
+        options=[(f"{v:g}", v) for v in grid],
+        value=grid_value(grid, beta),
         description=SLIDER_DESCRIPTION,
         continuous_update=True,
-        readout_format=".3g",
     )
     slider.add_class(css_class)
     return slider
 
 
-def move_slider(slider, beta: float, redraw) -> None:
-    """Set the slider to β, which triggers its observer (``redraw``); call ``redraw`` directly when β is already
-    the slider's value. A β outside the slider's range is a ``ValueError`` naming the range."""
-    beta = check_positive("beta", beta)
-    low, high = slider.base**slider.min, slider.base**slider.max
-    if not low * (1 - 1e-9) <= beta <= high * (1 + 1e-9):
+def grid_value(grid: list[float], beta: float) -> float:
+    """``beta`` itself if it is on ``grid`` (to 1e-9 relative), else a ``ValueError`` naming its neighbours."""
+    for value in grid:
+        if math.isclose(value, beta, rel_tol=1e-9):
+            return value
+    below = max((v for v in grid if v < beta), default=None)
+    above = min((v for v in grid if v > beta), default=None)
+    if below is None or above is None:
         raise ValueError(
-            f"beta={beta} is outside the slider's range [{low:.3g}, {high:.3g}]; pick a β inside it or "
+            f"beta={beta} is outside the slider's range [{grid[0]:g}, {grid[-1]:g}]; pick a β inside it or "
             "build the widget with a wider beta_min/beta_max."
         )
-    if slider.value != beta:
-        slider.value = beta
+    raise ValueError(
+        f"beta={beta} is not on the slider's grid; the nearest values are {below:g} and {above:g}. "
+        "(Compute any other β with the widget's pure function, e.g. beta_view(world, beta).)"
+    )
+
+
+def move_slider(slider, beta: float, redraw) -> None:
+    """Set the slider to β, which triggers its observer (``redraw``); call ``redraw`` directly when β is already
+    the slider's value. A β off the slider's grid or outside its range is a ``ValueError`` that says which."""
+    beta = check_positive("beta", beta)
+    value = grid_value([v for _, v in slider.options], beta)
+    if slider.value != value:
+        slider.value = value
     else:
-        redraw(beta)
+        redraw(value)
 
 
-def figure_png(fig, dpi: int = 100) -> bytes:
-    """The figure rendered to PNG bytes: what a widget's ``ipywidgets.Image`` shows. (An ``Output`` widget holding
-    a figure would break strict nbval: re-run outside a front end, the figure lands in the cell's outputs.)"""
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=dpi)
-    return buffer.getvalue()
+class SliderWidget:
+    """What every β widget of the book shares: ``update(β)`` moves its ``slider`` (whose observer redraws) and
+    returns what is shown (:meth:`shown`); displaying the object displays its ``widget``. A subclass defines
+    ``_redraw(beta)`` and ``shown()`` and calls :meth:`_connect` once its controls exist."""
+
+    def update(self, beta: float):
+        """Set β (moving the slider) and redraw; returns :meth:`shown`. A β that is not a positive number on the
+        slider's grid is a ``TypeError``/``ValueError`` that says why, and leaves the widget as it was."""
+        move_slider(self.slider, beta, self._redraw)
+        return self.shown()
+
+    def _connect(self):
+        self.slider.observe(lambda change: self._redraw(change["new"]), names="value")
+        self._redraw(self.slider.value)
+        return self
+
+    def _repr_mimebundle_(self, **kwargs):
+        return self.widget._repr_mimebundle_(**kwargs)

@@ -7,12 +7,14 @@ For one prompt x of a :class:`~dpo_teach.worlds.BanditWorld` the KL-regularised 
 
 and with it the two numbers that trade off against each other, the expected reward E_{π*_β}[r] and the
 divergence KL(π*_β ‖ π_ref). :func:`beta_view` computes all of them with :mod:`dpo_teach.theory` (never a
-copy) — a few microseconds, so the slider redraws while it moves; :func:`beta_explorer` wires it to a
-log-scale ipywidgets slider, an HTML readout and a matplotlib bar chart rendered to PNG bytes in an
-``ipywidgets.Image`` (no ipympl needed). Why an Image rather than an ``Output`` widget: displaying into an
-Output from a callback relies on the frontend to route the message, and a kernel-only runner (strict nbval)
-then sees the figure as an extra output of whichever cell moved the slider; an Image's bytes are plain widget
-state, identical in JupyterLab, in nbval and in a static render that embeds the widget state.
+copy) — a few microseconds. :func:`beta_explorer` wires it to a slider over an exact β grid
+(:func:`dpo_teach.widgets.beta_slider`), an HTML readout and the bar chart as SVG in an ``ipywidgets.Image``: the
+frame (axes, π_ref, r, labels) is rendered by matplotlib once and only π*_β's bars and E_π*[r]'s line are
+rewritten per move (:mod:`dpo_teach.widgets.canvas`), so a slider step costs about a millisecond, not a
+matplotlib render. Why an Image rather than an ``Output`` widget: displaying into an Output from a callback
+relies on the frontend to route the message, and a kernel-only runner (strict nbval) then sees the figure as an
+extra output of whichever cell moved the slider; an Image's bytes are plain widget state, identical in
+JupyterLab, in nbval and in a static render that embeds the widget state.
 
 Stable hooks for tests and the browser tests: the CSS classes below (``add_class``), the slider's
 ``description`` ``"β"``, and in the readout one ``<span data-quantity="...">`` per number, formatted to
@@ -29,7 +31,8 @@ from matplotlib.figure import Figure
 from dpo_teach._validate import check_positive
 from dpo_teach.theory import expected_reward, kl_divergence, log_partition_function, optimal_policy
 from dpo_teach.widgets import SLIDER_DESCRIPTION as SLIDER_DESCRIPTION
-from dpo_teach.widgets import figure_png, log_beta_slider, move_slider
+from dpo_teach.widgets import SliderWidget, beta_slider
+from dpo_teach.widgets.canvas import Bars, Rule, SvgCanvas, draw_marks, layered_image
 
 CSS_ROOT = "dpo-beta-bandit"
 CSS_SLIDER = "dpo-beta-slider"
@@ -85,40 +88,53 @@ def beta_view(world, beta: float, prompt: int = 0) -> dict:
     }
 
 
-def plot_beta_view(view: dict) -> Figure:
-    """Bars of π_ref and π*_β (left) and of the reward r (right) for a :func:`beta_view` dict.
-
-    A plain :class:`matplotlib.figure.Figure` (not registered with pyplot, so nothing is shown twice and
-    nothing needs closing); a notebook shows it with ``display(fig)``.
-    """
+def beta_frame(view: dict) -> Figure:
+    """What does not move with β: the axes, π_ref's bars and the reward's bars, the labels (mathtext) and the
+    legends (π*_β and E_π*[r] by proxy). Limits are fixed, so :func:`beta_marks` can be drawn onto it later."""
     names = view["responses"]
     k = torch.arange(len(names)).numpy()
-    fig = Figure(figsize=(10, 3.4))
+    fig = Figure(figsize=(10, 3.6))
     ax_p, ax_r = fig.subplots(1, 2, gridspec_kw={"width_ratios": [3, 2]})
-    ax_p.bar(k - 0.2, view["ref_probs"].numpy(), width=0.4, color="#9e9e9e", label="π_ref")
-    ax_p.bar(
-        k + 0.2, view["policy_probs"].numpy(), width=0.4, color="C0", label=f"π*  (β = {view['beta']:.3g})"
-    )
+    ax_p.bar(k - 0.2, view["ref_probs"].numpy(), width=0.4, color="#9e9e9e", label=r"$\pi_{\mathrm{ref}}$")
+    ax_p.bar([], [], color="C0", label=r"$\pi^*_\beta$ at the slider's $\beta$")
+    ax_p.set_xlim(-0.6, len(names) - 0.4)
     ax_p.set_ylim(0, 1.02)
     ax_p.set_xticks(k, names, rotation=30)
-    ax_p.set_xlabel("response y")
+    ax_p.set_xlabel("response $y$")
     ax_p.set_ylabel("probability")
-    ax_p.set_title(
-        f"π* = π_ref·exp(r/β)/Z:  E[r] = {view['expected_reward']:.3f},  KL(π*‖π_ref) = {view['kl']:.3f}",
-        fontsize=10,
-    )
+    ax_p.set_title(r"$\pi^*_\beta(y) = \pi_{\mathrm{ref}}(y)\,e^{r(y)/\beta}/Z$", fontsize=11)
     ax_p.legend(loc="upper right")
     colors = ["C2" if r >= 0 else "C3" for r in view["rewards"].tolist()]
     ax_r.bar(k, view["rewards"].numpy(), color=colors)
-    ax_r.axhline(view["expected_reward"], color="C0", linestyle="--", label="E_π*[r]")
-    ax_r.axhline(view["ref_expected_reward"], color="#9e9e9e", linestyle=":", label="E_π_ref[r]")
+    ax_r.plot([], [], color="C0", linestyle="--", label=r"$E_{\pi^*_\beta}[r]$")
+    ax_r.axhline(
+        view["ref_expected_reward"], color="#9e9e9e", linestyle=":", label=r"$E_{\pi_{\mathrm{ref}}}[r]$"
+    )
+    ax_r.set_xlim(ax_r.get_xlim())
+    ax_r.set_ylim(ax_r.get_ylim())
     ax_r.set_xticks(k, names, rotation=30)
-    ax_r.set_xlabel("response y")
-    ax_r.set_ylabel("true reward r(x, y)")
-    ax_r.set_title("reward r and the two expected rewards", fontsize=10)
+    ax_r.set_xlabel("response $y$")
+    ax_r.set_ylabel("true reward $r(x, y)$")
+    ax_r.set_title("the reward and the two expected rewards", fontsize=11)
     ax_r.legend(loc="lower left", fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def beta_marks(view: dict) -> list:
+    """What moves with β: π*_β's bars (left axes) and the line at E_π*[r] (right axes)."""
+    k = torch.arange(len(view["responses"])).numpy()
+    return [
+        Bars(0, k + 0.2, view["policy_probs"].numpy(), width=0.4, color="C0"),
+        Rule(1, view["expected_reward"], color="C0", linestyle="--"),
+    ]
+
+
+def plot_beta_view(view: dict) -> Figure:
+    """Bars of π_ref and π*_β (left) and of the reward r (right) for a :func:`beta_view` dict: the widget's
+    picture as a plain :class:`matplotlib.figure.Figure` (not registered with pyplot, so nothing is shown twice
+    and nothing needs closing); a notebook shows it with ``display(fig)``."""
+    return draw_marks(beta_frame(view), beta_marks(view))
 
 
 def readout_html(view: dict) -> str:
@@ -132,9 +148,9 @@ def readout_html(view: dict) -> str:
 
 
 @dataclass
-class BetaExplorer:
+class BetaExplorer(SliderWidget):
     """The β widget and its handles: ``widget`` (what is displayed), ``slider``, ``readout``, ``image`` (the
-    bars as PNG); ``view`` is the latest :func:`beta_view` dict and ``figure`` the latest bar chart.
+    moving marks as SVG, over the frame ``canvas`` draws once); ``view`` is the latest :func:`beta_view` dict.
     Displaying the explorer displays ``widget``."""
 
     world: object
@@ -143,25 +159,17 @@ class BetaExplorer:
     slider: object
     readout: object
     image: object
+    canvas: SvgCanvas
     view: dict = field(default_factory=dict)
-    figure: Figure | None = None
 
-    def update(self, beta: float) -> dict:
-        """Set β (moving the slider), recompute π*_β in closed form, redraw readout and bars; return the view.
-
-        Raises ``TypeError``/``ValueError`` for a β that is not a positive number inside the slider's range.
-        """
-        move_slider(self.slider, beta, self._redraw)  # the slider's observer redraws
+    def shown(self) -> dict:
+        """The latest :func:`beta_view` dict (what :meth:`update` returns)."""
         return self.view
 
     def _redraw(self, beta: float) -> None:
         self.view = beta_view(self.world, beta, self.prompt)
         self.readout.value = readout_html(self.view)
-        self.figure = plot_beta_view(self.view)
-        self.image.value = figure_png(self.figure)
-
-    def _repr_mimebundle_(self, **kwargs):
-        return self.widget._repr_mimebundle_(**kwargs)
+        self.image.value = self.canvas.marks_svg(beta_marks(self.view))
 
 
 def beta_explorer(
@@ -171,18 +179,23 @@ def beta_explorer(
     (E_{π*}[r] and KL to 3 decimals) and the bars of π_ref, π*_β and r, all recomputed on every slider move."""
     import ipywidgets as widgets
 
-    slider = log_beta_slider(beta, beta_min, beta_max, CSS_SLIDER)
-    _prompt_tables(world, prompt)  # fail here, with the clear message, rather than inside a callback
+    slider = beta_slider(beta, beta_min, beta_max, CSS_SLIDER)
+    view = beta_view(world, slider.value, prompt)  # a bad world or prompt fails here, not inside a callback
     readout = widgets.HTML()
     readout.add_class(CSS_READOUT)
-    image = widgets.Image(format="png")
-    image.add_class(CSS_PLOT)
-    root = widgets.VBox([slider, readout, image])
+    canvas = SvgCanvas(beta_frame(view))
+    plot, image = layered_image(canvas, CSS_PLOT)
+    root = widgets.VBox([slider, readout, plot])
     root.add_class(CSS_ROOT)
-    explorer = BetaExplorer(world, prompt, root, slider, readout, image)
-    slider.observe(lambda change: explorer._redraw(change["new"]), names="value")
-    explorer._redraw(beta)
-    return explorer
+    return BetaExplorer(world, prompt, root, slider, readout, image, canvas)._connect()
 
 
-__all__ = ["BetaExplorer", "beta_explorer", "beta_view", "figure_png", "plot_beta_view", "readout_html"]
+__all__ = [
+    "BetaExplorer",
+    "beta_explorer",
+    "beta_frame",
+    "beta_marks",
+    "beta_view",
+    "plot_beta_view",
+    "readout_html",
+]

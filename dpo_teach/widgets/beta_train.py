@@ -19,8 +19,6 @@ description :data:`BUTTON_DESCRIPTION`; in the readout ``data-quantity`` spans `
 
 from __future__ import annotations
 
-import copy
-import io
 import math
 import time
 from dataclasses import dataclass, field
@@ -29,11 +27,14 @@ import torch
 from matplotlib.figure import Figure
 
 from dpo_teach._validate import check_positive
+from dpo_teach.device import single_thread
+from dpo_teach.experiments import run_variant
 from dpo_teach.frontier import optimal_point, reward_kl_curve
 from dpo_teach.plotting import plot_reward_kl_frontier
 from dpo_teach.widgets import SLIDER_DESCRIPTION as SLIDER_DESCRIPTION
-from dpo_teach.widgets import log_beta_slider, move_slider
+from dpo_teach.widgets import SliderWidget, beta_slider
 from dpo_teach.widgets.beta_bandit import readout_html
+from dpo_teach.widgets.canvas import Star, SvgCanvas, layered_image, place_point_labels
 
 CSS_ROOT = "dpo-beta-train"
 CSS_SLIDER = "dpo-beta-slider"
@@ -105,52 +106,32 @@ def train_at_beta(
         progress, callback: passed to the trainer (a tqdm bar; ``callback(metrics)`` after each step).
         dpo_options: :class:`~dpo_teach.trainers.DPOConfig` fields overriding :data:`DPO_RECIPE`.
     """
-    from dpo_teach.trainers.dpo import train_dpo
-
     _check_world(world)
     beta = check_positive("beta", beta)
     ref_logps = world.logprobs(ref_model) if ref_logps is None else ref_logps
     if pairs is None:
         pairs = world.preference_pairs(ref_logps, n=N_PAIRS, seed=seed)
-    policy = copy.deepcopy(ref_model)
     options = {**DPO_RECIPE, **dpo_options}
-    threads = torch.get_num_threads()
-    torch.set_num_threads(
-        1
-    )  # a 64-wide model gains nothing from a thread pool; a busy CPU loses ~15x with one
     start = time.perf_counter()
-    try:
-        history = train_dpo(
-            policy,
-            world.tokenizer,
-            pairs,
-            ref_model=ref_model,
-            beta=beta,
-            seed=seed,
-            allowed_token_ids=world.allowed_token_ids,
-            precompute_ref_logps=True,
-            progress=progress,
-            callback=callback,
-            **options,
-        )
-    finally:
-        torch.set_num_threads(threads)
+    with single_thread():  # a 64-wide model gains nothing from a thread pool; a busy CPU loses ~15x with one
+        run = run_variant(
+            world, ref_model, pairs, eval_beta=beta, ref_logps=ref_logps, beta=beta, seed=seed,
+            progress=progress, callback=callback, **options,
+        )  # fmt: skip
     seconds = time.perf_counter() - start
-    policy_logps = world.logprobs(policy)
-    metrics = world.evaluate(policy_logps, ref_logps, beta)
     optimum = optimal_point(ref_logps, world.reward_table, beta)
     return TrainedPoint(
         beta=beta,
-        kl=metrics["kl_to_ref"],
-        expected_reward=metrics["expected_reward"],
-        kl_to_optimal=metrics["kl_to_optimal"],
-        implicit_reward_corr=metrics["implicit_reward_corr"],
+        kl=run.metrics["kl_to_ref"],
+        expected_reward=run.metrics["expected_reward"],
+        kl_to_optimal=run.metrics["kl_to_optimal"],
+        implicit_reward_corr=run.metrics["implicit_reward_corr"],
         optimal_kl=optimum["kl"],
         optimal_expected_reward=optimum["expected_reward"],
-        steps=len(history),
+        steps=len(run.history),
         seconds=seconds,
-        history=history,
-        policy_logps=policy_logps,
+        history=run.history,
+        policy_logps=run.logps,
     )
 
 
@@ -174,10 +155,11 @@ def train_result_html(point: TrainedPoint) -> str:
 
 
 @dataclass
-class BetaTrainer:
+class BetaTrainer(SliderWidget):
     """The β widget of chapter 07 and its handles (see :func:`beta_trainer`). ``point`` is the latest
     :func:`optimal_point`, ``trained`` the :class:`TrainedPoint` of every *Train* so far, ``canvas`` the
-    picture (:class:`FrontierCanvas`). Displaying the object displays ``widget``."""
+    picture (:class:`FrontierCanvas`): ``frame_image`` shows its curve and landings (redrawn after *Train*),
+    ``image`` the star over it (redrawn per slider move). Displaying the object displays ``widget``."""
 
     world: object
     ref_model: object
@@ -192,14 +174,14 @@ class BetaTrainer:
     button: object
     progress: object
     result: object
+    frame_image: object
     image: object
     canvas: FrontierCanvas | None = None
     point: dict = field(default_factory=dict)
     trained: list = field(default_factory=list)
 
-    def update(self, beta: float) -> dict:
-        """Set β (moving the slider) and redraw π*_β's point and the readout; returns :func:`optimal_point`."""
-        move_slider(self.slider, beta, self._redraw)
+    def shown(self) -> dict:
+        """The latest :func:`optimal_point` of π*_β at the slider's β (what :meth:`update` returns)."""
         return self.point
 
     def train(self) -> TrainedPoint:
@@ -229,6 +211,7 @@ class BetaTrainer:
         self.trained.append(landed)
         self.result.value = train_result_html(landed)
         self.canvas = FrontierCanvas.draw(self.curve, self.trained)
+        self.frame_image.value = self.canvas.canvas.frame_svg()
         self._redraw(self.slider.value)
         return landed
 
@@ -236,10 +219,7 @@ class BetaTrainer:
         """π*_β's point in closed form, the readout, and the star moved on the cached figure (no re-render)."""
         self.point = optimal_point(self.ref_logps, self.world.reward_table, beta)
         self.readout.value = readout_html(self.point)
-        self.image.value = self.canvas.with_star(self.point)
-
-    def _repr_mimebundle_(self, **kwargs):
-        return self.widget._repr_mimebundle_(**kwargs)
+        self.image.value = self.canvas.star_layer(self.point)
 
 
 STAR_ID = "dpo-optimal-point"
@@ -247,23 +227,25 @@ STAR_ID = "dpo-optimal-point"
 
 @dataclass
 class FrontierCanvas:
-    """The widget's picture as SVG: a static part rendered once by matplotlib (the curve, the DPO landings),
-    and π*_β's star written into it by string formatting — moving the star costs no matplotlib render.
+    """The widget's picture: the π*_β curve and the DPO landings, rendered by matplotlib once
+    (:class:`~dpo_teach.widgets.canvas.SvgCanvas`), with π*_β's star written into the SVG per move.
 
-    ``figure`` is the static matplotlib figure, ``svg`` its SVG text without the closing tag; ``with_star``
-    maps a point's data coordinates (KL, E[r]) to the SVG's coordinates (points, y downwards) with the axes'
-    own transform and returns the complete SVG as bytes. The star is ``<g id="dpo-optimal-point">`` with
-    ``data-beta``, ``data-kl``, ``data-expected-reward`` attributes and the centre in ``data-x``/``data-y``.
+    ``figure`` is the static matplotlib figure. ``with_star`` returns the complete SVG as bytes; the star is
+    ``<g id="dpo-optimal-point">`` with ``data-beta``, ``data-kl``, ``data-expected-reward`` attributes and its
+    centre in ``data-x``/``data-y``. The star has no text label (the legend names it and the readout gives its
+    numbers), so no slider position can put a label over another.
     """
 
     figure: Figure
-    svg: str
+    canvas: SvgCanvas
 
     @classmethod
     def draw(cls, curve: dict, trained=()) -> FrontierCanvas:
         """Render the π*_β curve and the :class:`TrainedPoint` landings (joined to their targets by dots)."""
-        fig = Figure(figsize=(6.4, 4.0))
+        fig = Figure(figsize=(6.4, 4.2))
         ax = fig.subplots()
+        ax.plot([], [], marker="*", markersize=12, color="#d62728", markeredgecolor="black", linestyle="none",
+                label=r"$\pi^*_\beta$ at the slider's $\beta$")  # fmt: skip
         series = {}
         if trained:
             series["DPO (trained here)"] = {
@@ -273,36 +255,32 @@ class FrontierCanvas:
                 "target_kl": [t.optimal_kl for t in trained],
                 "target_reward": [t.optimal_expected_reward for t in trained],
             }
-        plot_reward_kl_frontier(curve, series, ax=ax, title="π*_β (★ at the slider's β) and where DPO lands")
+        plot_reward_kl_frontier(curve, series, ax=ax, title=r"$\pi^*_\beta$ and where DPO lands")
+        ax.set_xlim(ax.get_xlim())  # the star must not move the limits
+        ax.set_ylim(ax.get_ylim())
         fig.tight_layout()
-        buffer = io.StringIO()
-        fig.savefig(buffer, format="svg", metadata={"Date": None})
-        svg = buffer.getvalue()
-        return cls(fig, svg[: svg.rindex("</svg>")])
+        place_point_labels(ax)  # again, now that the layout is final
+        return cls(fig, SvgCanvas(fig))
 
     def to_svg(self, kl: float, reward: float) -> tuple[float, float]:
         """Data coordinates → SVG coordinates (points from the top-left corner)."""
-        ax = self.figure.axes[0]
-        x, y = ax.transData.transform((kl, reward))
-        scale = 72.0 / self.figure.dpi
-        return x * scale, self.figure.bbox.height * scale - y * scale
+        (x,), (y,) = self.canvas.xy(0, [kl], [reward])
+        return float(x), float(y)
+
+    def star(self, point: dict) -> Star:
+        return Star(
+            0, point["kl"], point["expected_reward"], color="#d62728", element_id=STAR_ID,
+            attributes={"data-beta": f"{point['beta']:.6g}", "data-kl": f"{point['kl']:.6g}",
+                        "data-expected-reward": f"{point['expected_reward']:.6g}"},
+        )  # fmt: skip
 
     def with_star(self, point: dict) -> bytes:
-        """The SVG with a star at π*_β's point, labelled with β."""
-        x, y = self.to_svg(point["kl"], point["expected_reward"])
-        outer, inner = 9.0, 3.8
-        corners = []
-        for k in range(10):
-            radius, angle = (outer, inner)[k % 2], math.pi / 2 + k * math.pi / 5
-            corners.append(f"{x + radius * math.cos(angle):.2f},{y - radius * math.sin(angle):.2f}")
-        star = (
-            f'<g id="{STAR_ID}" data-beta="{point["beta"]:.6g}" data-kl="{point["kl"]:.6g}" '
-            f'data-expected-reward="{point["expected_reward"]:.6g}" data-x="{x:.2f}" data-y="{y:.2f}">'
-            f'<polygon points="{" ".join(corners)}" fill="#d62728" stroke="black" stroke-width="0.6"/>'
-            f'<text x="{x + 11:.2f}" y="{y + 4:.2f}" font-family="sans-serif" font-size="9" fill="#d62728">'
-            f"π*_β, β = {point['beta']:.3g}</text></g>"
-        )
-        return (self.svg + star + "</svg>\n").encode()
+        """The whole picture with a star at π*_β's point, as one SVG."""
+        return self.canvas.render([self.star(point)])
+
+    def star_layer(self, point: dict) -> bytes:
+        """Only the star, on a transparent SVG the size of the picture (the widget's top layer)."""
+        return self.canvas.marks_svg([self.star(point)])
 
 
 def beta_trainer(
@@ -326,11 +304,11 @@ def beta_trainer(
     import ipywidgets as widgets
 
     _check_world(world)
-    slider = log_beta_slider(beta, beta_min, beta_max, CSS_SLIDER)  # validates β and the range first
+    slider = beta_slider(beta, beta_min, beta_max, CSS_SLIDER)  # validates β and the range first
     ref_logps = world.logprobs(ref_model) if ref_logps is None else ref_logps
     if pairs is None:
         pairs = world.preference_pairs(ref_logps, n=N_PAIRS, seed=seed)
-    betas = torch.logspace(slider.min, slider.max, 121, dtype=torch.float64)
+    betas = torch.logspace(math.log10(beta_min), math.log10(beta_max), 121, dtype=torch.float64)
     curve = reward_kl_curve(ref_logps, world.reward_table, betas)
     readout = widgets.HTML()
     readout.add_class(CSS_READOUT)
@@ -342,9 +320,9 @@ def beta_trainer(
     progress.add_class(CSS_PROGRESS)
     result = widgets.HTML("press <i>Train at this β</i> to run DPO at the slider's β")
     result.add_class(CSS_RESULT)
-    image = widgets.Image(format="svg+xml")
-    image.add_class(CSS_PLOT)
-    root = widgets.VBox([widgets.HBox([slider, button, progress]), readout, result, image])
+    canvas = FrontierCanvas.draw(curve)
+    plot, image = layered_image(canvas.canvas, CSS_PLOT)
+    root = widgets.VBox([widgets.HBox([slider, button, progress]), readout, result, plot])
     root.add_class(CSS_ROOT)
     trainer = BetaTrainer(
         world,
@@ -360,13 +338,12 @@ def beta_trainer(
         button,
         progress,
         result,
+        plot.children[0],
         image,
-        FrontierCanvas.draw(curve),
+        canvas,
     )
-    slider.observe(lambda change: trainer._redraw(change["new"]), names="value")
     button.on_click(lambda _: trainer.train())
-    trainer._redraw(beta)
-    return trainer
+    return trainer._connect()
 
 
 __all__ = [

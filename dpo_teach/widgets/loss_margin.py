@@ -20,14 +20,15 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-import matplotlib.pyplot as plt
 import torch
+from matplotlib.figure import Figure
 
 from dpo_teach._validate import check_finite, check_positive, check_tensor
 from dpo_teach.losses import dpo_loss
 from dpo_teach.theory import dpo_gradient_weight
 from dpo_teach.widgets import SLIDER_DESCRIPTION as SLIDER_DESCRIPTION
-from dpo_teach.widgets import figure_png, log_beta_slider, move_slider
+from dpo_teach.widgets import SliderWidget, beta_slider
+from dpo_teach.widgets.canvas import Line, Rule, SvgCanvas, draw_marks, layered_image
 
 # Stable hooks for the browser tests: CSS classes (``add_class``) and the slider's description.
 CSS_ROOT = "dpo-loss-margin"
@@ -69,27 +70,44 @@ def loss_margin_curves(beta: float, margins: torch.Tensor | None = None) -> dict
     }
 
 
-def plot_loss_margin(curves: dict) -> plt.Figure:
-    """Draw the loss (left) and the weight (right) against h, with the h where the weight is 0.1 marked."""
-    fig, (ax_loss, ax_weight) = plt.subplots(1, 2, figsize=(9, 3.4))
-    h = curves["margin"].numpy()
-    h01 = curves["margin_at_weight_0.1"]
-    ax_loss.plot(h, curves["loss"].numpy(), color="C0")
-    ax_loss.set_title(f"DPO loss −log σ(βh), β = {curves['beta']:.3g}")
-    ax_loss.set_xlabel("log-ratio margin h = log π/π_ref (y_w) − log π/π_ref (y_l)")
+def loss_margin_frame(margins: torch.Tensor | None = None) -> Figure:
+    """What does not move with β: both axes with fixed limits, mathtext labels and the legend (by proxy)."""
+    h = (DEFAULT_MARGINS if margins is None else margins).numpy()
+    fig = Figure(figsize=(9, 3.5))
+    ax_loss, ax_weight = fig.subplots(1, 2)
+    ax_loss.set_title(r"DPO loss $-\log\sigma(\beta h)$", fontsize=11)
+    ax_loss.set_xlabel(
+        r"log-ratio margin $h = \log\frac{\pi_\theta}{\pi_{\mathrm{ref}}}(y_w) - \log\frac{\pi_\theta}{\pi_{\mathrm{ref}}}(y_l)$"
+    )
     ax_loss.set_ylabel("loss (nats)")
-    ax_loss.set_ylim(
-        -0.2, 8.0
-    )  # fixed, so that dragging β shows the slope change (the loss is ≈ −βh for h ≪ 0)
-    ax_weight.plot(h, curves["weight"].numpy(), color="C1")
-    ax_weight.axvline(h01, color="gray", linestyle="--", label=f"weight 0.1 at h = ln 9/β = {h01:.4g}")
-    ax_weight.set_title("Gradient weight σ(r̂_l − r̂_w) = σ(−βh)")
-    ax_weight.set_xlabel("log-ratio margin h")
+    # fixed, so that dragging β shows the slope change (the loss is ≈ −βh for h ≪ 0)
+    ax_loss.set_xlim(h.min(), h.max())
+    ax_loss.set_ylim(-0.2, 8.0)
+    ax_weight.set_title(r"gradient weight $\sigma(\hat r_l - \hat r_w) = \sigma(-\beta h)$", fontsize=11)
+    ax_weight.set_xlabel("log-ratio margin $h$")
     ax_weight.set_ylabel("weight")
+    ax_weight.set_xlim(h.min(), h.max())
     ax_weight.set_ylim(-0.02, 1.02)
-    ax_weight.legend(loc="upper right", fontsize=8)
+    ax_weight.plot([], [], color="gray", linestyle="--", label=r"weight 0.1 at $h = \ln 9/\beta$")
+    ax_weight.legend(loc="upper right", fontsize=9)
     fig.tight_layout()
     return fig
+
+
+def loss_margin_marks(curves: dict) -> list:
+    """What moves with β: the loss curve, the weight curve and the vertical line at h = ln 9 / β."""
+    h = curves["margin"].numpy()
+    return [
+        Line(0, h, curves["loss"].numpy(), color="C0"),
+        Line(1, h, curves["weight"].numpy(), color="C1"),
+        Rule(1, curves["margin_at_weight_0.1"], color="gray", vertical=True, linestyle="--"),
+    ]
+
+
+def plot_loss_margin(curves: dict) -> Figure:
+    """The loss (left) and the weight (right) against h, with the h where the weight is 0.1 marked: the widget's
+    picture as a plain :class:`matplotlib.figure.Figure` (shown with ``display(fig)``; nothing to close)."""
+    return draw_marks(loss_margin_frame(curves["margin"]), loss_margin_marks(curves))
 
 
 def _summary_html(curves: dict) -> str:
@@ -100,55 +118,53 @@ def _summary_html(curves: dict) -> str:
 
 
 @dataclass
-class LossMarginExplorer:
+class LossMarginExplorer(SliderWidget):
     """The widget and its handles: ``widget`` (display it), ``slider``, ``image`` (the plot), ``summary``.
 
-    ``curves`` and ``figure`` hold what is shown for the current β. The plot is a PNG in an ``ipywidgets.Image``
-    (not an ``Output``): setting its value sends no display message, so the kernel, nbval and the browser see
-    the same thing.
+    ``curves`` holds what is shown for the current β, ``canvas`` the frame the curves are drawn on. ``image`` is
+    the curves as SVG in an ``ipywidgets.Image`` (not an ``Output``: setting its value sends no display message,
+    so the kernel, nbval and the browser see the same thing), stacked over the frame, which is sent once; a move
+    rewrites only the curves (about two milliseconds).
     """
 
     widget: object
     slider: object
     image: object
     summary: object
+    canvas: SvgCanvas
     curves: dict = field(default_factory=dict)
-    figure: plt.Figure | None = None
 
-    def update(self, beta: float) -> dict:
-        """Set β (moving the slider), recompute the curves, redraw the plot and the summary; returns the curves.
-
-        Raises ``ValueError``/``TypeError`` for a β that is not a positive number inside the slider's range.
-        """
-        move_slider(self.slider, beta, self._redraw)  # the slider's observer redraws
+    def shown(self) -> dict:
+        """The latest :func:`loss_margin_curves` dict (what :meth:`update` returns)."""
         return self.curves
 
     def _redraw(self, beta: float) -> None:
         self.curves = loss_margin_curves(beta)
         self.summary.value = _summary_html(self.curves)
-        figure = plot_loss_margin(self.curves)
-        self.image.value = figure_png(figure, dpi=90)
-        plt.close(figure)
-        self.figure = figure
+        self.image.value = self.canvas.marks_svg(loss_margin_marks(self.curves))
 
 
 def loss_margin_explorer(
     beta: float = 0.5, *, beta_min: float = 0.01, beta_max: float = 10.0
 ) -> LossMarginExplorer:
-    """Build the widget: a log-scale β slider over [beta_min, beta_max] and the two curves of chapter 04."""
+    """Build the widget: a β slider over the exact grid in [beta_min, beta_max] and the two curves of chapter 04."""
     import ipywidgets as widgets
 
-    slider = log_beta_slider(beta, beta_min, beta_max, CSS_SLIDER)
-    image = widgets.Image(format="png")
-    image.add_class(CSS_PLOT)
+    slider = beta_slider(beta, beta_min, beta_max, CSS_SLIDER)
+    canvas = SvgCanvas(loss_margin_frame())
+    plot, image = layered_image(canvas, CSS_PLOT)
     summary = widgets.HTML()
     summary.add_class(CSS_SUMMARY)
-    root = widgets.VBox([slider, summary, image])
+    root = widgets.VBox([slider, summary, plot])
     root.add_class(CSS_ROOT)
-    explorer = LossMarginExplorer(widget=root, slider=slider, image=image, summary=summary)
-    slider.observe(lambda change: explorer._redraw(change["new"]), names="value")
-    explorer._redraw(beta)
-    return explorer
+    return LossMarginExplorer(root, slider, image, summary, canvas)._connect()
 
 
-__all__ = ["LossMarginExplorer", "loss_margin_curves", "loss_margin_explorer", "plot_loss_margin"]
+__all__ = [
+    "LossMarginExplorer",
+    "loss_margin_curves",
+    "loss_margin_explorer",
+    "loss_margin_frame",
+    "loss_margin_marks",
+    "plot_loss_margin",
+]

@@ -16,7 +16,8 @@ import torch
 from datasets import Dataset
 
 from dpo_teach import theory
-from dpo_teach._validate import check_finite, check_normalised, check_tensor
+from dpo_teach._validate import check_finite, check_normalised, check_tensor, is_int
+from dpo_teach.rows import unpair
 
 # Neutral names: the rewards are random, so no name should suggest a good or a bad answer.
 RESPONSE_NAMES = tuple(
@@ -51,7 +52,7 @@ class BanditWorld:
         self, n_responses=6, n_prompts=1, seed=0, *, rewards=None, ref_logps=None, reward_scale=1.0
     ) -> None:
         for name, value, low in (("n_responses", n_responses, 2), ("n_prompts", n_prompts, 1)):
-            if isinstance(value, bool) or not isinstance(value, int):
+            if not is_int(value):
                 raise TypeError(f"{name} must be an int, got {type(value).__name__}.")
             if value < low:
                 raise ValueError(f"{name} must be >= {low}, got {value}.")
@@ -128,7 +129,7 @@ class BanditWorld:
         σ(r(x, y1) − r(x, y2)) (Bradley–Terry); ``deterministic=True`` makes the higher-reward response win
         (ties go to y1). Reproducible for a ``seed``.
         """
-        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        if not is_int(n) or n < 1:
             raise ValueError(f"n must be a positive int (the number of comparisons), got {n!r}.")
         probs = self._policy(policy_logps).exp()
         gen = torch.Generator().manual_seed(seed)
@@ -147,30 +148,44 @@ class BanditWorld:
             first_wins = torch.rand(n, generator=gen, dtype=torch.float64) < theory.bradley_terry_prob(r1, r2)
         return Comparisons(x, torch.where(first_wins, y1, y2), torch.where(first_wins, y2, y1))
 
-    def preference_pairs(self, n: int, seed: int = 0, policy_logps=None, deterministic=False) -> list[dict]:
-        """:meth:`sample_comparisons` as TRL rows ``{"prompt", "chosen", "rejected"}`` (strings)."""
-        c = self.sample_comparisons(n, seed, policy_logps, deterministic)
+    def preference_pairs(
+        self, policy=None, n: int | None = None, seed=0, deterministic=False, *, policy_logps=None
+    ) -> list[dict]:
+        """:meth:`sample_comparisons` as TRL rows ``{"prompt", "chosen", "rejected"}`` (strings), in the order of
+        the :class:`~dpo_teach.worlds.base.World` contract: ``policy`` a ``[X, K]`` table of log-probs (None or
+        ``policy_logps=``: π_ref), ``n`` (default 1000), ``seed``, ``deterministic``.
+
+        The bandit's older order ``preference_pairs(n, seed=0, policy_logps=None, deterministic=False)`` — an
+        int first — still works, so chapters written against it run unchanged.
+        """
+        if is_int(policy):  # the older order (n, seed, policy_logps, deterministic): shift the arguments back
+            logps = seed if isinstance(seed, torch.Tensor) else policy_logps
+            policy, n, seed = logps, policy, (seed if n is None else n)
+        elif policy is None:
+            policy = policy_logps
+        c = self.sample_comparisons(1000 if n is None else n, seed, policy, deterministic)
         return [
             {"prompt": self.prompts[x], "chosen": self.completion(w), "rejected": self.completion(l)}
             for x, w, l in zip(c.prompt.tolist(), c.winner.tolist(), c.loser.tolist(), strict=True)
         ]
 
-    def preference_dataset(self, n: int, seed: int = 0, policy_logps=None, deterministic=False) -> Dataset:
-        """:meth:`preference_pairs` as a ``datasets.Dataset`` with columns prompt / chosen / rejected."""
-        return Dataset.from_list(self.preference_pairs(n, seed, policy_logps, deterministic))
+    def preference_dataset(
+        self, policy=None, n=None, seed=0, deterministic=False, *, policy_logps=None
+    ) -> Dataset:
+        """:meth:`preference_pairs` (same arguments) as a ``datasets.Dataset``: columns prompt / chosen / rejected."""
+        return Dataset.from_list(
+            self.preference_pairs(policy, n, seed, deterministic, policy_logps=policy_logps)
+        )
 
-    def kto_dataset(self, n: int, seed: int = 0, policy_logps=None, deterministic=False) -> Dataset:
-        """Unpaired KTO rows (prompt / completion / label): each of n comparisons gives its winner labelled True
-        and its loser labelled False (2n rows, winner first) - the same data as :meth:`preference_dataset`."""
-        rows = []
-        for row in self.preference_pairs(n, seed, policy_logps, deterministic):
-            rows.append({"prompt": row["prompt"], "completion": row["chosen"], "label": True})
-            rows.append({"prompt": row["prompt"], "completion": row["rejected"], "label": False})
-        return Dataset.from_list(rows)
+    def kto_dataset(self, policy=None, n=None, seed=0, deterministic=False, *, policy_logps=None) -> Dataset:
+        """Unpaired KTO rows (prompt / completion / label) of the same comparisons as :meth:`preference_dataset`
+        (same arguments): each winner labelled True, then its loser labelled False (2n rows)."""
+        pairs = self.preference_pairs(policy, n, seed, deterministic, policy_logps=policy_logps)
+        return Dataset.from_list(unpair(pairs))
 
     def sft_rows(self, n: int, seed: int = 0) -> list[dict]:
         """n demonstrations ``{"prompt", "completion"}`` with x uniform and y ~ π_ref(·|x)."""
-        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        if not is_int(n) or n < 1:
             raise ValueError(f"n must be a positive int, got {n!r}.")
         gen = torch.Generator().manual_seed(seed)
         x = torch.randint(self.n_prompts, (n,), generator=gen)
@@ -180,15 +195,27 @@ class BanditWorld:
             for i, k in zip(x.tolist(), y.tolist(), strict=True)
         ]
 
-    def evaluate(self, policy_logps, beta: float) -> dict:
+    def evaluate(self, policy_logps, ref_logps=None, beta: float | None = None) -> dict:
         """Exact metrics of a tabular policy ``[X, K]``, averaged over prompts: ``kl_to_optimal`` KL(π‖π*_β),
-        ``kl_to_ref`` KL(π‖π_ref), ``expected_reward`` E_π[r] and ``objective`` E_π[r] − β KL(π‖π_ref)."""
+        ``kl_to_ref`` KL(π‖π_ref), ``expected_reward`` E_π[r] and ``objective`` E_π[r] − β KL(π‖π_ref).
+
+        ``evaluate(policy, ref, beta)`` as every world (``ref``: a ``[X, K]`` reference table, None for the
+        world's π_ref, which π*_β is then taken against too); the two-argument ``evaluate(policy, beta)``
+        measures against the world's π_ref.
+        """
+        if beta is None:  # evaluate(policy, beta)
+            ref_logps, beta = None, ref_logps
         policy = self._policy(policy_logps)
+        if ref_logps is None:
+            ref, optimal = self.ref_logps, self.optimal_policy(beta)
+        else:
+            ref = self._policy(ref_logps)
+            optimal = theory.optimal_policy(ref, self.rewards, beta)
         return {
-            "kl_to_optimal": float(theory.kl_divergence(policy, self.optimal_policy(beta)).mean()),
-            "kl_to_ref": float(theory.kl_divergence(policy, self.ref_logps).mean()),
+            "kl_to_optimal": float(theory.kl_divergence(policy, optimal).mean()),
+            "kl_to_ref": float(theory.kl_divergence(policy, ref).mean()),
             "expected_reward": float(theory.expected_reward(policy, self.rewards).mean()),
-            "objective": float(theory.rlhf_objective(policy, self.ref_logps, self.rewards, beta).mean()),
+            "objective": float(theory.rlhf_objective(policy, ref, self.rewards, beta).mean()),
         }
 
     def __repr__(self) -> str:

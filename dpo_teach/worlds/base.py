@@ -14,6 +14,11 @@ A *world* is where the truth is known. It owns
   or, with ``deterministic=True``, by the larger reward (a fair coin on exact ties). Rows are in TRL's format
   (``prompt``, ``chosen``, ``rejected``); :meth:`World.kto_dataset` unpairs the *same* comparisons into KTO's
   ``prompt``/``completion``/``label`` rows, so DPO and KTO can be compared on identical feedback;
+* ``evaluate(policy, ref, beta)`` — the policy measured against the truth: KL to the reference, expected reward,
+  and (with β) the objective; exact where the world can enumerate its responses (the bandit's tables, the
+  sequences world), a Monte Carlo estimate otherwise (reviews). :class:`~dpo_teach.worlds.BanditWorld` keeps its
+  tables rather than a tokenizer, but takes ``preference_pairs``, ``kto_dataset`` and ``evaluate`` in this
+  order too;
 * ``config()`` (what the reference model depends on, hashed by :mod:`dpo_teach.cache`), ``model_config`` (the
   :func:`~dpo_teach.models.tiny_gpt2` size) and ``sft_config`` (the :func:`~dpo_teach.trainers.sft.train_sft`
   settings that turn the demonstrations into π_ref).
@@ -28,12 +33,14 @@ from abc import ABC, abstractmethod
 import datasets
 import torch
 
+from dpo_teach._validate import is_int
 from dpo_teach.logprobs import forward_logps
+from dpo_teach.rows import unpair
 
 
 def check_count(name: str, value, minimum: int = 1) -> int:
     """Return ``value`` if it is an int ≥ ``minimum``; else raise naming ``name``."""
-    if isinstance(value, bool) or not isinstance(value, int):
+    if not is_int(value):
         raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}.")
     if value < minimum:
         raise ValueError(f"{name}={value} must be ≥ {minimum}.")
@@ -42,7 +49,7 @@ def check_count(name: str, value, minimum: int = 1) -> int:
 
 def check_seed(seed) -> torch.Generator:
     """A fresh CPU ``torch.Generator`` seeded with ``seed`` (an int)."""
-    if isinstance(seed, bool) or not isinstance(seed, int):
+    if not is_int(seed):
         raise TypeError(f"seed must be an int, got {type(seed).__name__}; pass e.g. seed=0.")
     return torch.Generator().manual_seed(seed)
 
@@ -61,6 +68,10 @@ class World(ABC):
     @abstractmethod
     def config(self) -> dict:
         """A JSON-serialisable description of everything that defines the world (for cache keys)."""
+
+    @abstractmethod
+    def evaluate(self, policy, ref, beta) -> dict:
+        """Metrics of ``policy`` against ``ref`` (its KL to it, E[r], ...) at ``beta`` (module docstring)."""
 
     @abstractmethod
     def true_reward(self, prompt: str, response: str) -> float:
@@ -109,11 +120,7 @@ class World(ABC):
     def kto_dataset(self, policy=None, n: int = 1000, seed: int = 0, deterministic: bool = False):
         """The same ``n`` comparisons as :meth:`preference_dataset` (same arguments), unpaired: ``2n`` rows
         ``{"prompt", "completion", "label"}``, label True for the chosen and False for the rejected response."""
-        rows = []
-        for row in self.preference_pairs(policy, n, seed, deterministic):
-            rows.append({"prompt": row["prompt"], "completion": row["chosen"], "label": True})
-            rows.append({"prompt": row["prompt"], "completion": row["rejected"], "label": False})
-        return datasets.Dataset.from_list(rows)
+        return datasets.Dataset.from_list(unpair(self.preference_pairs(policy, n, seed, deterministic)))
 
     def prompt_index(self, prompt: str) -> int:
         """The position of ``prompt`` in ``prompts`` (ValueError naming the prompts if it is not one)."""
@@ -125,26 +132,10 @@ class World(ABC):
             ) from None
 
 
-def pad_batch(prompt_ids, response_ids) -> dict[str, torch.Tensor]:
-    """Right-padded ``input_ids``/``attention_mask``/``labels`` ``[B, T]`` for pre-tokenised (prompt, response).
-
-    ``prompt_ids``/``response_ids``: B lists of token ids. Labels are the response ids and -100 on the prompt
-    and on padding (token 0, masked), as :func:`dpo_teach.logprobs.sequence_logps` expects.
-    """
-    width = max(len(p) + len(r) for p, r in zip(prompt_ids, response_ids, strict=True))
-    input_ids = torch.zeros(len(prompt_ids), width, dtype=torch.long)
-    mask = torch.zeros_like(input_ids)
-    labels = torch.full_like(input_ids, -100)
-    for b, (p, r) in enumerate(zip(prompt_ids, response_ids, strict=True)):
-        input_ids[b, : len(p) + len(r)] = torch.tensor([*p, *r], dtype=torch.long)
-        mask[b, : len(p) + len(r)] = 1
-        labels[b, len(p) : len(p) + len(r)] = input_ids[b, len(p) : len(p) + len(r)]
-    return {"input_ids": input_ids, "attention_mask": mask, "labels": labels}
-
-
 @torch.no_grad()
 def score_batch(model, batch: dict, allowed_token_ids=None, batch_size: int = 4096) -> torch.Tensor:
-    """log π(y | x) under ``model`` for every row of a :func:`pad_batch` batch: float32 ``[B]`` on the CPU.
+    """log π(y | x) under ``model`` for every row of a :func:`dpo_teach.collate.pad_sequences` batch: float32
+    ``[B]`` on the CPU.
 
     Rows are scored in chunks of ``batch_size`` by :func:`dpo_teach.logprobs.forward_logps`, without gradients
     (the model's train/eval mode is left as it is; the book's models have dropout off).

@@ -29,8 +29,10 @@ import re
 import torch
 from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
 
+from dpo_teach._validate import check_positive
+from dpo_teach.collate import pad_sequences
 from dpo_teach.models import build_word_tokenizer, sample_token_ids
-from dpo_teach.worlds.base import World, check_count, check_seed, pad_batch, score_batch
+from dpo_teach.worlds.base import World, check_count, check_seed, score_batch
 
 NOUNS = ("film", "plot", "acting", "music", "story", "ending", "cast", "script")
 VERBS = ("was", "felt", "seemed")
@@ -167,28 +169,33 @@ class ReviewsWorld(World):
         )
         return [{k: r[k] for k in ("prompt", "completion", "reward", "grammatical")} for r in rows]
 
-    def evaluate(self, model, ref_model, n: int = 512, seed: int = 0) -> dict:
+    def evaluate(self, model, ref_model, beta: float | None = None, *, n: int = 512, seed: int = 0) -> dict:
         """Monte Carlo estimates from ``n`` samples y ~ π_θ (prompts cycled uniformly), with standard errors:
 
         * ``expected_reward`` ≈ E[r(x, y)] and ``expected_reward_se``;
         * ``kl_to_ref`` ≈ KL(π_θ ‖ π_ref) = E_{y~π_θ}[log π_θ(y|x) − log π_ref(y|x)] (sequence level, full
           vocabulary, EOS included) and ``kl_to_ref_se``;
-        * ``grammatical``: the fraction of samples that are sentences of the grammar.
+        * ``grammatical``: the fraction of samples that are sentences of the grammar;
+        * with ``beta`` (the World contract's ``evaluate(policy, ref, beta)``): ``objective`` ≈
+          E[r] − β KL(π_θ ‖ π_ref), the RLHF objective.
         """
         check_count("n", n)
         rows = self.generate(model, [i % len(self.prompts) for i in range(n)], seed)
-        batch = pad_batch(
-            [self._prompt_ids[self.prompt_index(r["prompt"])] for r in rows], [r["ids"] for r in rows]
+        batch = pad_sequences(
+            [self._prompt_ids[self.prompt_index(r["prompt"])] for r in rows], [r["ids"] for r in rows], 0
         )
         log_ratio = (score_batch(model, batch) - score_batch(ref_model, batch)).double()
         rewards = torch.tensor([r["reward"] for r in rows], dtype=torch.float64)
-        return {
+        out = {
             "expected_reward": float(rewards.mean()),
             "expected_reward_se": float(rewards.std() / n**0.5) if n > 1 else float("nan"),
             "kl_to_ref": float(log_ratio.mean()),
             "kl_to_ref_se": float(log_ratio.std() / n**0.5) if n > 1 else float("nan"),
             "grammatical": sum(r["grammatical"] for r in rows) / n,
         }
+        if beta is not None:
+            out["objective"] = out["expected_reward"] - check_positive("beta", beta) * out["kl_to_ref"]
+        return out
 
     def _sample_pairs(self, policy, prompt_index, generator):
         """Two reviews per prompt from ``policy`` (a model; None: the grammar). A second review identical to the

@@ -32,8 +32,9 @@ import torch
 
 from dpo_teach import theory
 from dpo_teach._validate import check_normalised
+from dpo_teach.collate import pad_sequences
 from dpo_teach.models import build_word_tokenizer
-from dpo_teach.worlds.base import World, check_count, pad_batch, score_batch
+from dpo_teach.worlds.base import World, check_count, score_batch
 
 STOP = "."
 
@@ -191,8 +192,8 @@ class SequenceWorld(World):
         if self._batch is None:
             prompt_ids = [self.tokenizer(p)["input_ids"] for p in self.prompts]
             response_ids = [self.tokenizer(r, add_special_tokens=False)["input_ids"] for r in self.responses]
-            self._batch = pad_batch(
-                [p for p in prompt_ids for _ in response_ids], response_ids * self.n_prompts
+            self._batch = pad_sequences(
+                [p for p in prompt_ids for _ in response_ids], response_ids * self.n_prompts, 0
             )
         logps = score_batch(model, self._batch, self.allowed_token_ids, batch_size)
         return logps.view(self.n_prompts, len(self.responses))

@@ -69,6 +69,38 @@ _STATE = """
 }
 """
 
+# One keyboard step on a slider's handle, timed in the page: from the keydown to the moment the readout shows
+# new text and the figure (an <img>) has a new source that finished decoding. null when nothing changed in 5 s.
+_TIMED_STEP = """
+([slider, readout, figure, key]) => new Promise((resolve) => {
+  const handle = document.querySelector(slider + ' .noUi-handle');
+  const text = document.querySelector(readout);
+  // the figure: the images in the output of the cell that holds `figure` (as _FIGURES reads them)
+  const anchor = figure ? document.querySelector(figure) : null;
+  const area = anchor ? (anchor.closest('.jp-Cell') || document) : null;
+  const images = () => area ? Array.from(area.querySelectorAll('.jp-OutputArea img')) : [];
+  const textBefore = text.innerText, srcBefore = images().map(i => i.src).join(' ');
+  let done = false;
+  const finish = (value) => { if (!done) { done = true; observer.disconnect(); resolve(value); } };
+  const check = () => {
+    const now = images();
+    const imageMoved = !area || (now.map(i => i.src).join(' ') !== srcBefore
+                                 && now.every(i => i.complete && i.naturalWidth > 0));
+    if (text.innerText !== textBefore && imageMoved) finish({ms: performance.now() - start, text: text.innerText});
+  };
+  const observer = new MutationObserver(check);
+  observer.observe(text, {subtree: true, childList: true, characterData: true});
+  if (area) {
+    observer.observe(area, {subtree: true, childList: true, attributes: true, attributeFilter: ['src']});
+    area.addEventListener('load', check, true);  // an image finished decoding (load does not bubble: capture)
+  }
+  setTimeout(() => finish(null), 5000);
+  handle.focus();
+  const start = performance.now();
+  handle.dispatchEvent(new KeyboardEvent('keydown', {key, bubbles: true, cancelable: true}));
+})
+"""
+
 _FIGURES = """
 (selector) => {
   const anchor = document.querySelector(selector);
@@ -174,15 +206,6 @@ class NotebookPage:
     def slider_value_text(self, slider: str) -> str:
         return self.widget(f"{slider} .widget-readout").inner_text().strip()
 
-    def type_slider_value(self, slider: str, value: float) -> None:
-        """Type ``value`` into the slider's editable readout and press Enter, as a reader can."""
-        readout = self.widget(f"{slider} .widget-readout")
-        self._before_action()
-        readout.click()
-        self.page.keyboard.press("ControlOrMeta+A")
-        self.page.keyboard.type(repr(float(value)))
-        self.page.keyboard.press("Enter")
-
     def press_slider_key(self, slider: str, key: str = "ArrowRight", times: int = 1) -> None:
         """Focus the slider's handle and press ``key`` (noUiSlider moves one step per press)."""
         handle = self.widget(f"{slider} .noUi-handle")
@@ -190,6 +213,15 @@ class NotebookPage:
         handle.focus()
         for _ in range(times):
             handle.press(key)
+
+    def timed_slider_step(
+        self, slider: str, readout: str, figure: str | None, key: str = "ArrowRight"
+    ) -> float:
+        """Press ``key`` once on the slider's handle; return the milliseconds until ``readout`` shows new text
+        and the ``figure`` image (if any) has been redrawn — the latency a reader feels. Fails after 5 s."""
+        self._before_action()
+        result = self.page.evaluate(_TIMED_STEP, [slider, readout, figure, key])
+        return None if result is None else result["ms"]
 
     def click_button(self, selector: str) -> None:
         button = self.widget(selector)

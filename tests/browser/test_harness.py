@@ -64,7 +64,7 @@ def test_harness_catches_an_exception_in_a_widget_callback(lab, open_notebook, t
         exercise_widget(notebook, toy_check("toy_planted.ipynb"), tmp_path)
     # reported from the comm message that moved the slider, not from a cell: only the listener could see it
     assert "[comm_msg] RuntimeError" in str(caught.value)
-    assert "after typing β = 2.0" in str(caught.value)
+    assert "after moving the slider to β = 2.0" in str(caught.value)
 
 
 def test_harness_catches_an_error_in_a_cell(lab, open_notebook, tmp_path):

@@ -86,7 +86,7 @@ WIDGETS = [
         readout=".dpo-beta-readout",
         pattern=rf"β = (?P<beta>{NUMBER}) · expected reward E.*?\[r\] = (?P<reward>{NUMBER}) · KL.*? = (?P<kl>{NUMBER}) nats",
         expected=beta_bandit_expected,
-        betas=(10.0, 0.1),  # on the log slider's grid (10^(k·0.01))
+        betas=(10.0, 0.1),  # on the slider's grid (dpo_teach.widgets.beta_grid)
         figure=".dpo-beta-plot",
     ),
     WidgetCheck(
@@ -98,7 +98,7 @@ WIDGETS = [
             rf"the weight falls to 0.1 at h = ln 9/β = (?P<h01>{NUMBER})"
         ),
         expected=loss_margin_expected,
-        betas=(1.0, 0.1),  # on the log slider's grid (10^(k·0.01))
+        betas=(1.0, 0.1),  # on the slider's grid
         figure=".dpo-loss-margin-plot",
     ),
 ]
@@ -109,7 +109,7 @@ WIDGETS.append(
         readout=".dpo-beta-readout",
         pattern=rf"β = (?P<beta>{NUMBER}) · expected reward E.*?\[r\] = (?P<reward>{NUMBER}) · KL.*? = (?P<kl>{NUMBER}) nats",
         expected=beta_train_expected,
-        betas=(5.0, 0.5),  # on the grid 0.05·10^(0.01k); *Train* then runs one keyboard step above 0.5
+        betas=(5.0, 0.5),  # on the slider's grid; *Train* then runs one keyboard step above 0.5 (0.6)
         figure=".dpo-beta-train-plot",
         actions=(
             Action(
