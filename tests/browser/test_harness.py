@@ -39,6 +39,7 @@ def toy_check(path: str) -> WidgetCheck:
         expected=lambda value: {"square": toy_readout_value(value)},
         betas=(2.0, 0.7),
         figure=TOY_SLIDER,
+        timed=False,  # its figure is a matplotlib render per step, not the book's SVG layers
         actions=(
             Action(
                 button=TOY_BUTTON, readout=TOY_TRAINED, pattern=r"cube = (?P<cube>[-\d.]+)", check=_check_cube
