@@ -57,6 +57,29 @@ def pair_indices(world, rows) -> PairIndex:
     return PairIndex(*(torch.tensor(v, dtype=torch.long) for v in out))
 
 
+def compared_responses(world, rows) -> torch.Tensor:
+    """bool ``[P, N]``: True where response y of prompt x is the chosen or the rejected response of some row —
+    the (prompt, response) pairs a preference dataset says anything about (:func:`pair_indices` names them)."""
+    idx = pair_indices(world, rows)
+    seen = torch.zeros(len(world.prompts), len(world.responses), dtype=torch.bool)
+    seen[idx.prompt, idx.chosen] = True
+    seen[idx.prompt, idx.rejected] = True
+    return seen
+
+
+def covered_mass(policy_logps, seen) -> float:
+    """Coverage of a policy by a dataset: Σ_y π(y|x) over the responses ``seen`` for x (:func:`compared_responses`),
+    averaged over prompts — 1 when every response π writes is compared, 0 when none is. ``policy_logps``
+    ``[P, N]`` normalised log-probs, ``seen`` bool ``[P, N]``; summed in float64."""
+    check_normalised("policy_logps", policy_logps)
+    if not isinstance(seen, torch.Tensor) or seen.dtype != torch.bool or seen.shape != policy_logps.shape:
+        raise ValueError(
+            f"seen must be a bool tensor of policy_logps' shape {list(policy_logps.shape)} "
+            "(dpo_teach.diagnostics.compared_responses(world, rows))."
+        )
+    return float((policy_logps.double().exp() * seen).sum(-1).mean())
+
+
 def expected_length(policy_logps, lengths) -> torch.Tensor:
     """E_{y~π(·|x)}[|y|] = Σ_y π(y|x) |y| per prompt: ``policy_logps`` ``[..., K]`` normalised, ``lengths``
     ``[K]`` (e.g. ``world.response_lengths``); returns float64 ``[...]``."""
@@ -209,6 +232,8 @@ def fit_linear_bradley_terry(features, prompt, chosen, rejected, l2: float = 1e-
 
 __all__ = [
     "PairIndex",
+    "compared_responses",
+    "covered_mass",
     "empirical_comparison_probs",
     "expected_length",
     "expected_logratio_change",

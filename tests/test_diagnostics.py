@@ -235,3 +235,22 @@ def test_linear_bradley_terry_bad_features_raises():
     one = torch.zeros(1, dtype=torch.long)
     with pytest.raises(ValueError, match="features"):
         dg.fit_linear_bradley_terry(torch.zeros(2, 3), one, one, one)
+
+
+def test_covered_mass_counts_the_compared_responses_once():
+    """compared_responses marks each (prompt, response) a row names; covered_mass sums π over them, per prompt,
+    averaged — checked against a loop written here, with a response compared twice counted once."""
+    world = BanditWorld(n_responses=5, n_prompts=3, seed=0)
+    rows = [
+        {"prompt": world.prompts[0], "chosen": world.responses[1], "rejected": world.responses[2]},
+        {"prompt": world.prompts[0], "chosen": world.responses[2], "rejected": world.responses[1]},
+        {"prompt": world.prompts[2], "chosen": world.responses[4], "rejected": world.responses[0]},
+    ]
+    seen = dg.compared_responses(world, rows)
+    assert seen.sum() == 4 and bool(seen[0, 1] & seen[0, 2] & seen[2, 4] & seen[2, 0]) and not seen[1].any()
+    probs = world.ref_logps.double().exp()
+    by_hand = (float(probs[0, 1] + probs[0, 2]) + 0.0 + float(probs[2, 4] + probs[2, 0])) / 3
+    assert dg.covered_mass(world.ref_logps, seen) == pytest.approx(by_hand, abs=1e-12)
+    assert dg.covered_mass(world.ref_logps, torch.ones_like(seen)) == pytest.approx(1.0, abs=1e-12)
+    with pytest.raises(ValueError, match="bool tensor"):
+        dg.covered_mass(world.ref_logps, seen.float())

@@ -230,7 +230,7 @@ class FrontierCanvas:
     """The widget's picture: the π*_β curve and the DPO landings, rendered by matplotlib once
     (:class:`~dpo_teach.widgets.canvas.SvgCanvas`), with π*_β's star written into the SVG per move.
 
-    ``figure`` is the static matplotlib figure. ``with_star`` returns the complete SVG as bytes; the star is
+    ``figure`` is the static matplotlib figure. ``star_layer`` returns the star's SVG layer as bytes; the star is
     ``<g id="dpo-optimal-point">`` with ``data-beta``, ``data-kl``, ``data-expected-reward`` attributes and its
     centre in ``data-x``/``data-y``. The star has no text label (the legend names it and the readout gives its
     numbers), so no slider position can put a label over another.
@@ -262,21 +262,12 @@ class FrontierCanvas:
         place_point_labels(ax)  # again, now that the layout is final
         return cls(fig, SvgCanvas(fig))
 
-    def to_svg(self, kl: float, reward: float) -> tuple[float, float]:
-        """Data coordinates → SVG coordinates (points from the top-left corner)."""
-        (x,), (y,) = self.canvas.xy(0, [kl], [reward])
-        return float(x), float(y)
-
     def star(self, point: dict) -> Star:
         return Star(
             0, point["kl"], point["expected_reward"], color="#d62728", element_id=STAR_ID,
             attributes={"data-beta": f"{point['beta']:.6g}", "data-kl": f"{point['kl']:.6g}",
                         "data-expected-reward": f"{point['expected_reward']:.6g}"},
         )  # fmt: skip
-
-    def with_star(self, point: dict) -> bytes:
-        """The whole picture with a star at π*_β's point, as one SVG."""
-        return self.canvas.render([self.star(point)])
 
     def star_layer(self, point: dict) -> bytes:
         """Only the star, on a transparent SVG the size of the picture (the widget's top layer)."""

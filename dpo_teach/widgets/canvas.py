@@ -148,7 +148,7 @@ class Star:
 
 
 class SvgCanvas:
-    """The frame ``figure`` rendered to SVG once; :meth:`render` adds marks and returns the complete SVG bytes.
+    """The frame ``figure`` rendered to SVG once; :meth:`marks_svg` writes the marks as a layer of the same size.
 
     The figure must be final (limits fixed, layout done) before it is given here: the marks are placed with the
     axes' own data transforms, so they land exactly where matplotlib would have drawn them.
@@ -184,10 +184,6 @@ class SvgCanvas:
         bbox, scale = self.figure.axes[axes].bbox, self._scale()
         height = self.figure.bbox.height
         return bbox.x0 * scale, (height - bbox.y1) * scale, bbox.x1 * scale, (height - bbox.y0) * scale
-
-    def render(self, marks: Sequence) -> bytes:
-        """The frame with ``marks`` (objects with an ``svg(canvas)`` method) drawn on top, as UTF-8 SVG bytes."""
-        return (self.frame + "".join(mark.svg(self) for mark in marks) + "</svg>\n").encode()
 
     def frame_svg(self) -> bytes:
         """The frame alone, as a complete SVG (the bottom layer of :func:`layered_image`)."""
